@@ -1,0 +1,132 @@
+"""The ``ownas`` command: check the inventory, render every file, run the lab.
+
+Exit status: 0 fine, 1 the inventory has problems (one line each on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tasks.inventory import load_inventory
+from tasks.model import InventoryError
+from tasks.plan import Plan, load
+from tasks.render import render_all
+
+
+def _load(path: str) -> Plan:
+    return load(load_inventory(path))
+
+
+def _host(network: object) -> str:
+    """A source as a person writes it: a host without /32 or /128."""
+    full = 32 if network.version == 4 else 128
+    return str(network.ip) if network.prefixlen == full else str(network.cidr)
+
+
+def summary(plan: Plan) -> str:
+    """One screen: the AS, the upstreams, every tunnel and delegation."""
+    network, router = plan.network, plan.router
+    wan = router.wan
+    lines = [
+        f"AS{network.asn}  prefix {network.prefix}  link subnet {network.link_subnet}",
+        f"{router.name}  router-id {router.router_id}  loopback {router.loopback}  "
+        f"WAN {wan.interface} {wan.ipv4}" + (f" {wan.ipv6}" if wan.ipv6 else ""),
+        "trusted  " + ", ".join(_host(s) for s in network.trusted_sources),
+        "",
+        "upstreams",
+    ]
+    tunnels = {t.far_end: t for t in plan.host(router.name).tunnels}
+    for upstream in router.upstreams:
+        if upstream.tunnel:
+            t = tunnels[upstream.name]
+            via = f"{t.interface} to {t.destination} (mtu {t.mtu}, mss {t.mss})"
+        else:
+            via = f"on {wan.interface}"
+        lines.append(f"  {upstream.name:<10} AS{upstream.asn:<7} peer {upstream.peer}  {via}")
+        policy = [f"prefix-list PL-BOGONS in, route-map {upstream.route_map} out"]
+        values = sorted(upstream.communities) + sorted(upstream.large_communities)
+        if values:
+            policy.append("communities " + " ".join(":".join(map(str, c)) for c in values))
+        if upstream.prepend:
+            policy.append(f"prepend {network.asn} x{upstream.prepend}")
+        lines.append(f"  {'':<10} {'; '.join(policy)}")
+    lines += ["", "downstreams"]
+    for downstream in sorted(network.downstreams, key=lambda d: d.tunnel):
+        t = tunnels[downstream.name]
+        kind = "managed" if downstream.managed else f"unmanaged, {downstream.platform}"
+        lines.append(
+            f"  {t.interface:<5} {downstream.name:<10} {downstream.delegate!s:<24} "
+            f"to {t.destination} ({kind})"
+        )
+        lines.append(
+            f"  {'':<5} {'':<10} inner {t.address} <-> {t.peer}  (mtu {t.mtu}, mss {t.mss})"
+        )
+    used = sum(d.delegate.size for d in network.downstreams) // 2**64
+    lines += ["", f"delegated {used} of {network.prefix.size // 2**64} /64s"]
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    print(summary(_load(args.inventory)))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    plan = _load(args.inventory)
+    out = Path(args.output)
+    count = 0
+    for host, files in render_all(plan).items():
+        for path, content in files.items():
+            target = out / host / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+            count += 1
+    print(f"wrote {count} files for {len(plan.hosts)} managed hosts to {out}/")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="ownas", description="Run your own AS on FreeBSD: check and render the inventory."
+    )
+    commands = main.add_subparsers(dest="command", required=True)
+
+    def with_inventory(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--inventory",
+            "-i",
+            default="inventory.py",
+            help="pyinfra inventory file (default: ./inventory.py)",
+        )
+        return sub
+
+    check = with_inventory(
+        commands.add_parser("check", help="validate the inventory and summarise the plan")
+    )
+    check.set_defaults(func=cmd_check)
+    render = with_inventory(
+        commands.add_parser("render", help="write every file each host needs to a directory")
+    )
+    render.add_argument(
+        "-o", "--output", required=True, help="directory; files go to DIR/<host>/<path>"
+    )
+    render.set_defaults(func=cmd_render)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InventoryError as error:
+        for line in error.problems:
+            print(line, file=sys.stderr)
+        count = len(error.problems)
+        print(f"{count} problem{'s' if count > 1 else ''} in the inventory", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Load an inventory the way ``pyinfra inventory.py deploy.py`` does, without connecting.
+
+pyinfra's CLI reads ``inventory.py`` and the ``group_data/`` folders next to it and in the
+working directory; reusing its loader means ``ownas check`` sees exactly the data a deploy sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api.state import State
+from pyinfra.context import ctx_state
+from pyinfra_cli.exceptions import CliError, UnexpectedExternalError
+from pyinfra_cli.inventory import make_inventory
+
+from tasks.model import InventoryError
+
+
+def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
+    """Return pyinfra's ``Inventory`` for ``path``; ``InventoryError`` if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise InventoryError([f"{path}: no such inventory file"])
+    # pyinfra warns through the "pyinfra" logger about groups it ignores; keep the CLI quiet.
+    logging.getLogger("pyinfra").setLevel(logging.ERROR)
+    try:
+        # pyinfra executes inventory and group data files with a state in context.
+        with ctx_state.use(State()):
+            return make_inventory(str(path), cwd=str(cwd or os.getcwd()))
+    except UnexpectedExternalError as error:
+        raise InventoryError([f"{error.filename}: cannot be loaded: {error.exception}"]) from None
+    except (CliError, SyntaxError, TypeError, ValueError) as error:
+        raise InventoryError([f"{path}: cannot be loaded: {error}"]) from None

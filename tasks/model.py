@@ -1,0 +1,475 @@
+"""The AS as typed dataclasses, built from a pyinfra inventory and checked field by field.
+
+``build(inventory)`` reads the groups and data that pyinfra's own loader produced (see
+``tasks.inventory``) and returns a ``Network``, or raises ``InventoryError`` carrying every problem
+found, one line each, naming host and field. Checks that relate several fields (overlaps, pairs,
+reachability) are in ``tasks.plan``; this module checks each value on its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from netaddr import IPAddress, IPNetwork
+
+from tasks import fields
+
+# Inventory groups ownas reads. Hosts in them are reached over SSH by pyinfra.
+ROUTERS = "routers"
+DOWNSTREAMS = "downstreams"
+
+# Host data keys that belong to pyinfra (connection settings) rather than to ownas.
+_PYINFRA_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "terraform_")
+
+
+class InventoryError(Exception):
+    """The inventory describes a network ownas will not build; ``problems`` says why."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Problems:
+    """Collects problems so that every one is reported at once."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, where: str, message: str) -> None:
+        line = f"{where}: {message}"
+        if line not in self.lines:
+            self.lines.append(line)
+
+    def about(self, where: str) -> bool:
+        """Whether a problem was already reported for ``where`` (so a follow-on is noise)."""
+        return any(
+            line.startswith(f"{where}: ") or line.startswith(f"{where}.") for line in self.lines
+        )
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise InventoryError(self.lines)
+
+
+class Fields:
+    """Reads one mapping of inventory data; a bad value becomes a problem and reads as None."""
+
+    def __init__(
+        self,
+        data: Any,
+        where: str,
+        problems: Problems,
+        known: Iterable[str],
+        *,
+        strict: bool = True,
+    ) -> None:
+        self.where = where
+        self.problems = problems
+        self.known = tuple(known)
+        if not isinstance(data, Mapping):
+            problems.add(where, f"{data!r} is not a mapping of fields")
+            data = {}
+        self.data = data
+        for key in sorted(str(k) for k in data):
+            if key in self.known or (not strict and key.startswith(_PYINFRA_PREFIXES)):
+                continue
+            guess = difflib.get_close_matches(key, self.known, n=1, cutoff=0.75)
+            if strict:
+                hint = f" (did you mean {guess[0]}?)" if guess else ""
+                problems.add(f"{where}.{key}", f"unknown field{hint}")
+            elif guess:
+                problems.add(f"{where}.{key}", f"unknown field (did you mean {guess[0]}?)")
+
+    def _parse(self, key: str, parse: Callable[[Any], Any]) -> Any:
+        try:
+            return parse(self.data[key])
+        except ValueError as error:
+            self.problems.add(f"{self.where}.{key}", str(error))
+            return None
+
+    def required(self, key: str, parse: Callable[[Any], Any]) -> Any:
+        if key not in self.data or self.data[key] is None:
+            self.problems.add(f"{self.where}.{key}", "is required")
+            return None
+        return self._parse(key, parse)
+
+    def optional(self, key: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
+        if key not in self.data or self.data[key] is None:
+            return default
+        return self._parse(key, parse)
+
+    def nested(self, key: str, known: Iterable[str], *, required: bool = True) -> Fields | None:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.problems.add(f"{self.where}.{key}", "is required")
+            return None
+        return Fields(self.data[key], f"{self.where}.{key}", self.problems, known)
+
+
+@dataclass(frozen=True)
+class Wan:
+    """The router's uplink: where the upstreams and every tunnel's outer packets are."""
+
+    interface: str
+    ipv4: IPNetwork | None
+    ipv4_gateway: IPAddress | None
+    ipv6: IPNetwork | None
+    ipv6_gateway: IPAddress | None
+    ifconfig_options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpstreamTunnel:
+    """A tunnel an upstream terminates (iFog's GRE). Its inner addresses are the upstream's."""
+
+    interface: str
+    endpoint: IPAddress
+    address: IPAddress
+    mtu: int | None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    description: str
+    asn: int
+    peer: IPAddress
+    tunnel: UpstreamTunnel | None
+    communities: tuple[tuple[int, int], ...]
+    large_communities: tuple[tuple[int, int, int], ...]
+    prepend: int
+    ttl_security: bool
+
+    @property
+    def route_map(self) -> str:
+        """The outbound route-map's name, as the reference spells it (RM-IFOG-OUT)."""
+        return f"RM-{self.name.upper()}-OUT"
+
+
+@dataclass(frozen=True)
+class Router:
+    name: str
+    wan: Wan
+    loopback: IPNetwork
+    router_id: IPAddress
+    securelevel: int | None
+    upstreams: tuple[Upstream, ...]
+    extra_bgp_peers: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class Lan:
+    """A managed downstream's inside: the bridge its jails sit on (made by Bastille, not ownas)."""
+
+    interface: str
+    nat: IPNetwork | None
+    provider: IPNetwork | None
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """A site that receives a delegation from the prefix over a gif tunnel to the router."""
+
+    name: str
+    managed: bool
+    platform: str
+    tunnel: int
+    endpoint: IPAddress
+    delegate: IPNetwork
+    description: str
+    mtu: int | None
+    # Only for managed (FreeBSD) downstreams:
+    interface: str = "gif0"
+    fib: int = 1
+    wan_interface: str | None = None
+    lan: Lan | None = None
+    loopback: IPAddress | None = None
+    securelevel: int | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    asn: int
+    prefix: IPNetwork
+    link_subnet: IPNetwork
+    trusted_sources: tuple[IPNetwork, ...]
+    router: Router
+    downstreams: tuple[Downstream, ...] = field(default=())
+
+    def downstream(self, name: str) -> Downstream:
+        return next(d for d in self.downstreams if d.name == name)
+
+
+AS_FIELDS = ("asn", "prefix", "link_subnet", "trusted_sources", "unmanaged_downstreams")
+ROUTER_FIELDS = ("wan", "loopback", "router_id", "securelevel", "upstreams", "extra_bgp_peers")
+WAN_FIELDS = ("interface", "ipv4", "ipv4_gateway", "ipv6", "ipv6_gateway", "ifconfig_options")
+UPSTREAM_FIELDS = (
+    "name",
+    "description",
+    "asn",
+    "peer",
+    "tunnel",
+    "communities",
+    "large_communities",
+    "prepend",
+    "ttl_security",
+)
+UPSTREAM_TUNNEL_FIELDS = ("interface", "endpoint", "address", "mtu")
+DOWNSTREAM_FIELDS = ("endpoint", "tunnel", "delegate", "description", "mtu")
+MANAGED_FIELDS = (
+    *DOWNSTREAM_FIELDS,
+    "interface",
+    "fib",
+    "wan_interface",
+    "lan",
+    "loopback",
+    "securelevel",
+)
+UNMANAGED_FIELDS = ("name", "platform", *DOWNSTREAM_FIELDS)
+LAN_FIELDS = ("interface", "nat", "provider")
+
+# Tunnel MTU bounds: IPv6 needs 1280; a 1500-byte IPv4 underlay leaves 1480 for gif (20 bytes of
+# outer header) and 1476 for gre (24).
+TUNNEL_MTU = fields.integer(1280, 1480)
+# A gif/gre unit number: FreeBSD's IF_MAXUNIT is 0x7fff.
+TUNNEL_UNIT = fields.integer(0, 0x7FFF)
+
+
+def _group_hosts(inventory: Any, group: str) -> list[Any]:
+    return list(inventory.get_group(group, default=[]))
+
+
+def _read_as(data: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+    f = Fields(data, "all", problems, AS_FIELDS, strict=False)
+    return {
+        "asn": f.required("asn", fields.asn),
+        "prefix": f.required("prefix", fields.ipv6_network),
+        "link_subnet": f.optional("link_subnet", fields.ipv6_network),
+        "trusted_sources": f.required(
+            "trusted_sources", fields.list_of(fields.source, empty=False)
+        ),
+        "unmanaged": f.optional("unmanaged_downstreams", _list_of_mappings, ()),
+    }
+
+
+def _list_of_mappings(value: Any) -> tuple[Any, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{value!r} is not a list")
+    return tuple(value)
+
+
+def _read_wan(f: Fields) -> Wan | None:
+    w = f.nested("wan", WAN_FIELDS)
+    if w is None:
+        return None
+    wan = Wan(
+        interface=w.required("interface", fields.interface),
+        ipv4=w.required("ipv4", fields.ipv4_interface),
+        ipv4_gateway=w.optional("ipv4_gateway", fields.ipv4_address),
+        ipv6=w.optional("ipv6", fields.ipv6_interface),
+        ipv6_gateway=w.optional("ipv6_gateway", fields.ipv6_gateway),
+        ifconfig_options=w.optional("ifconfig_options", fields.ifconfig_options, ()),
+    )
+    if wan.ipv6_gateway is not None and "ipv6" not in w.data:
+        f.problems.add(f"{w.where}.ipv6_gateway", "needs wan.ipv6 (the gateway must be on-link)")
+    return wan
+
+
+def _label(raw: Any, fallback: str) -> str:
+    """How a list entry is named in messages: by its ``name`` when it has a usable one."""
+    label = raw.get("name") if isinstance(raw, Mapping) else None
+    return label if isinstance(label, str) else fallback
+
+
+def _read_upstream(raw: Any, index: int, router: str, problems: Problems) -> Upstream:
+    where = f"{router}.upstreams[{_label(raw, str(index))}]"
+    f = Fields(raw, where, problems, UPSTREAM_FIELDS)
+    name = f.required("name", fields.name)
+    tunnel = None
+    t = f.nested("tunnel", UPSTREAM_TUNNEL_FIELDS, required=False)
+    if t is not None:
+        tunnel = UpstreamTunnel(
+            interface=t.required("interface", fields.interface),
+            endpoint=t.required("endpoint", fields.ipv4_address),
+            address=t.required("address", fields.ipv6_address),
+            mtu=t.optional("mtu", TUNNEL_MTU),
+        )
+        if tunnel.interface and not tunnel.interface.startswith(("gif", "gre")):
+            problems.add(f"{t.where}.interface", f"{tunnel.interface!r} is not a gif or gre tunnel")
+    return Upstream(
+        name=name,
+        description=f.optional("description", fields.description, name),
+        asn=f.required("asn", fields.asn),
+        peer=f.required("peer", fields.ipv6_address),
+        tunnel=tunnel,
+        communities=f.optional("communities", fields.list_of(fields.community), ()),
+        large_communities=f.optional(
+            "large_communities", fields.list_of(fields.large_community), ()
+        ),
+        prepend=f.optional("prepend", fields.integer(0, 10), 0),
+        ttl_security=f.optional("ttl_security", fields.boolean, True),
+    )
+
+
+def _read_router(host: Any, problems: Problems) -> Router:
+    data = host.data.dict()
+    f = Fields(data, host.name, problems, ROUTER_FIELDS + AS_FIELDS, strict=False)
+    wan = _read_wan(f)
+    raw_upstreams = f.required("upstreams", _list_of_mappings) or ()
+    if "upstreams" in data and not raw_upstreams and isinstance(data["upstreams"], list):
+        problems.add(f"{host.name}.upstreams", "is empty: the router needs at least one upstream")
+    upstreams = tuple(
+        _read_upstream(raw, i, host.name, problems) for i, raw in enumerate(raw_upstreams)
+    )
+    default_id = wan.ipv4.ip if wan and wan.ipv4 else None
+    return Router(
+        name=host.name,
+        wan=wan,
+        loopback=f.required("loopback", fields.ipv6_interface),
+        router_id=f.optional("router_id", fields.ipv4_address, default_id),
+        securelevel=f.optional("securelevel", _securelevel),
+        upstreams=tuple(sorted(upstreams, key=lambda u: str(u.name))),
+        extra_bgp_peers=f.optional("extra_bgp_peers", fields.list_of(fields.any_address), ()),
+    )
+
+
+def _securelevel(value: Any) -> int:
+    level = fields.integer(-1, 3)(value)
+    if level == 3:
+        raise ValueError(
+            "3 forbids changing pf rules (securelevel(7)); ownas manages pf, so use 2 at most"
+        )
+    return level
+
+
+def _read_downstream(
+    where: str, data: Mapping[str, Any], problems: Problems, *, managed: bool, name: str
+) -> Downstream:
+    f = Fields(
+        data,
+        where,
+        problems,
+        (MANAGED_FIELDS + ROUTER_FIELDS + AS_FIELDS) if managed else UNMANAGED_FIELDS,
+        strict=not managed,
+    )
+    if managed and "endpoint" not in data and "ssh_hostname" in data:
+        # The public IPv4 is written once: as the SSH address, which is also the tunnel endpoint.
+        try:
+            endpoint = fields.ipv4_address(data["ssh_hostname"])
+        except ValueError as error:
+            problems.add(
+                f"{where}.endpoint",
+                f"not set, and ssh_hostname is not usable as the tunnel endpoint: {error}",
+            )
+            endpoint = None
+    else:
+        endpoint = f.required("endpoint", fields.ipv4_address)
+    delegate = f.required("delegate", fields.ipv6_network)
+    common = {
+        "name": name,
+        "managed": managed,
+        "platform": "freebsd" if managed else f.optional("platform", fields.name, "other"),
+        "tunnel": f.required("tunnel", TUNNEL_UNIT),
+        "endpoint": endpoint,
+        "delegate": delegate,
+        "description": f.optional("description", fields.description, f"Tunnel-to-{name}"),
+        "mtu": f.optional("mtu", TUNNEL_MTU),
+    }
+    if not managed:
+        return Downstream(**common)
+    lan = None
+    lan_fields = f.nested("lan", LAN_FIELDS, required=False)
+    if lan_fields is not None:
+        lan = Lan(
+            interface=lan_fields.required("interface", fields.interface),
+            nat=lan_fields.optional("nat", fields.ipv4_network),
+            provider=lan_fields.optional("provider", fields.ipv6_network),
+        )
+    default_loopback = delegate.network + 1 if delegate is not None else None
+    return Downstream(
+        **common,
+        interface=f.optional("interface", fields.interface, "gif0"),
+        fib=f.optional("fib", fields.integer(1, 15), 1),
+        wan_interface=f.required("wan_interface", fields.interface),
+        lan=lan,
+        loopback=f.optional("loopback", fields.ipv6_address, default_loopback),
+        securelevel=f.optional("securelevel", _securelevel),
+    )
+
+
+def build(inventory: Any, problems: Problems) -> Network | None:
+    """Build the ``Network`` from a pyinfra ``Inventory``, recording problems as it goes.
+
+    A value that failed its check reads as None, so that ``tasks.plan`` can still run the checks
+    that relate fields and every problem is reported in one go. The result is only trustworthy
+    when ``problems`` stays empty; ``tasks.plan.load`` makes sure of that.
+    """
+    as_data = _read_as(inventory.get_data(), problems)
+
+    routers = _group_hosts(inventory, ROUTERS)
+    managed = _group_hosts(inventory, DOWNSTREAMS)
+    if len(routers) != 1:
+        found = ", ".join(h.name for h in routers) or "none"
+        problems.add(f"inventory.{ROUTERS}", f"needs exactly one BGP router (found {found})")
+    for host in sorted(set(routers) & set(managed), key=lambda h: h.name):
+        problems.add(host.name, f"is in both {ROUTERS} and {DOWNSTREAMS}")
+    if not routers:
+        return None
+    router = _read_router(routers[0], problems)
+    _name_ok(router.name, problems)
+
+    downstreams: list[Downstream] = []
+    for host in managed:
+        if _name_ok(host.name, problems):
+            downstreams.append(
+                _read_downstream(
+                    host.name, host.data.dict(), problems, managed=True, name=host.name
+                )
+            )
+    for index, raw in enumerate(as_data["unmanaged"]):
+        where = _label(raw, f"all.unmanaged_downstreams[{index}]")
+        if not isinstance(raw, Mapping):
+            problems.add(where, f"{raw!r} is not a mapping of fields")
+            continue
+        name = Fields(raw, where, problems, UNMANAGED_FIELDS).required("name", fields.name)
+        if name is not None:
+            downstreams.append(_read_downstream(where, raw, problems, managed=False, name=name))
+
+    names = [router.name] + [d.name for d in downstreams]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        problems.add(duplicate, "is defined twice (host names must be unique)")
+
+    prefix = as_data["prefix"]
+    link_subnet = as_data["link_subnet"]
+    if link_subnet is None and prefix is not None and "link_subnet" not in inventory.get_data():
+        link_subnet = _last_64(prefix)
+    return Network(
+        asn=as_data["asn"],
+        prefix=prefix,
+        link_subnet=link_subnet,
+        trusted_sources=tuple(sorted(set(as_data["trusted_sources"] or ()), key=_network_key)),
+        router=router,
+        downstreams=tuple(sorted(downstreams, key=lambda d: d.name)),
+    )
+
+
+def _name_ok(value: str, problems: Problems) -> bool:
+    try:
+        fields.name(value)
+    except ValueError as error:
+        problems.add(value, f"host name {error}")
+        return False
+    return True
+
+
+def _last_64(prefix: IPNetwork) -> IPNetwork:
+    """The default link subnet: the last /64 of the prefix (2a06:9801:1c:ffff::/64)."""
+    return IPNetwork(f"{IPAddress(prefix.last - (2**64 - 1), 6)}/64")
+
+
+def _network_key(network: IPNetwork) -> tuple[int, int, int]:
+    return network.version, network.value, network.prefixlen

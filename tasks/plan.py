@@ -1,0 +1,546 @@
+"""The address plan: tunnels, routes and FIBs per host, and the checks that relate fields.
+
+Numbering is explicit and therefore stable: a downstream's ``tunnel`` number N gives the router's
+interface ``gifN`` and the inner pair ``link_subnet + 2N+1`` (router) / ``+ 2N+2`` (downstream),
+so adding or removing a downstream never renumbers another one's tunnel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from netaddr import IPAddress, IPNetwork
+
+from tasks import fields
+from tasks.model import Downstream, Network, Problems, Router, build
+
+# FreeBSD's default MTUs: GIF_MTU (sys/net/if_gif.h) and GREMTU (sys/net/if_gre.h).
+DEFAULT_MTU = {"gif": 1280, "gre": 1476}
+# The largest MTU a tunnel can carry over a 1500-byte IPv4 underlay.
+MAX_MTU = {"gif": 1480, "gre": 1476}
+# TCP MSS for a given MTU. pf's max-mss is family-blind, so clamp to the IPv6 value
+# (40-byte IPv6 header + 20-byte TCP header), which also fits IPv4 (20 + 20).
+MSS_OVERHEAD = 60
+# The aggregate's reject route, named as in the reference (ipv6_route_myblock).
+AGGREGATE_ROUTE = "myblock"
+# Kernel modules the rendered configuration needs besides the tunnels' if_gif/if_gre.
+BASE_MODULES = ("pf", "pflog")
+
+
+def rc_name(text: str) -> str:
+    """Map a name to an rc.conf variable suffix the way rc does (. - / + become _)."""
+    return re.sub(r"[.\-/+]", "_", text)
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """One end of a point-to-point tunnel, seen from the host that configures it."""
+
+    interface: str
+    source: IPAddress
+    destination: IPAddress
+    address: IPAddress
+    peer: IPAddress
+    description: str
+    mtu: int
+    fib: int = 0
+    role: str = "downstream"  # what is at the far end: upstream, downstream or router
+    far_end: str = ""  # the name of the host or upstream at the far end
+
+    @property
+    def kind(self) -> str:
+        return self.interface.rstrip("0123456789")
+
+    @property
+    def mss(self) -> int:
+        return self.mtu - MSS_OVERHEAD
+
+    @property
+    def default_mtu(self) -> bool:
+        return self.mtu == DEFAULT_MTU[self.kind]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A static route: an rc.conf ``ipv6_route_<name>`` at boot, one ``route`` command live."""
+
+    name: str
+    destination: str  # "default" or a network
+    gateway: IPAddress | None = None
+    interface: str | None = None
+    reject: bool = False
+    fib: int = 0
+    # The interface whose `service netif start` re-adds this route (rc.conf "NAME:IF").
+    bound_to: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The entry in ipv6_static_routes."""
+        return f"{self.name}:{self.bound_to}" if self.bound_to else self.name
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Everything one managed host needs, derived from the network."""
+
+    name: str
+    role: str  # "router" or "downstream"
+    tunnels: tuple[Tunnel, ...]
+    routes: tuple[Route, ...]
+    loopback: IPNetwork | None
+    fibs: int  # value for net.fibs: FIB numbers 0 .. fibs-1 exist
+    modules: tuple[str, ...]  # kernel modules the configuration needs
+    securelevel: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    network: Network
+    hosts: dict[str, HostPlan]
+
+    @property
+    def router(self) -> Router:
+        return self.network.router
+
+    def host(self, name: str) -> HostPlan:
+        return self.hosts[name]
+
+    def tunnel_to(self, downstream: Downstream) -> Tunnel:
+        """The router's end of the tunnel to ``downstream``."""
+        return next(t for t in self.hosts[self.router.name].tunnels if t.far_end == downstream.name)
+
+
+def inner_pair(link_subnet: IPNetwork, unit: int) -> tuple[IPAddress, IPAddress]:
+    """(router, downstream) inner addresses of tunnel ``unit``: ::1/::2 for 0, ::3/::4 for 1."""
+    base = link_subnet.network
+    return IPAddress(base.value + 2 * unit + 1, 6), IPAddress(base.value + 2 * unit + 2, 6)
+
+
+def _unit_key(interface: str) -> tuple[str, int]:
+    kind = interface.rstrip("0123456789")
+    return kind, int(interface[len(kind) :] or 0)
+
+
+def _router_plan(network: Network) -> HostPlan:
+    router = network.router
+    source = router.wan.ipv4.ip
+    tunnels = []
+    for downstream in network.downstreams:
+        address, peer = inner_pair(network.link_subnet, downstream.tunnel)
+        tunnels.append(
+            Tunnel(
+                interface=f"gif{downstream.tunnel}",
+                source=source,
+                destination=downstream.endpoint,
+                address=address,
+                peer=peer,
+                description=downstream.description,
+                mtu=downstream.mtu or DEFAULT_MTU["gif"],
+                far_end=downstream.name,
+            )
+        )
+    for upstream in router.upstreams:
+        if upstream.tunnel is None:
+            continue
+        kind = upstream.tunnel.interface.rstrip("0123456789")
+        tunnels.append(
+            Tunnel(
+                interface=upstream.tunnel.interface,
+                source=source,
+                destination=upstream.tunnel.endpoint,
+                address=upstream.tunnel.address,
+                peer=upstream.peer,
+                description=upstream.description,
+                mtu=upstream.tunnel.mtu or DEFAULT_MTU[kind],
+                role="upstream",
+                far_end=upstream.name,
+            )
+        )
+    routes = [Route(AGGREGATE_ROUTE, str(network.prefix), reject=True)]
+    for downstream in sorted(network.downstreams, key=lambda d: d.tunnel):
+        routes.append(
+            Route(
+                rc_name(downstream.name),
+                str(downstream.delegate),
+                gateway=inner_pair(network.link_subnet, downstream.tunnel)[1],
+                bound_to=f"gif{downstream.tunnel}",
+            )
+        )
+    tunnels.sort(key=lambda t: _unit_key(t.interface))
+    return HostPlan(
+        name=router.name,
+        role="router",
+        tunnels=tuple(tunnels),
+        routes=tuple(routes),
+        loopback=router.loopback,
+        fibs=1,
+        modules=_modules(tunnels),
+        securelevel=router.securelevel,
+    )
+
+
+def _downstream_plan(network: Network, downstream: Downstream) -> HostPlan:
+    router_address, address = inner_pair(network.link_subnet, downstream.tunnel)
+    tunnel = Tunnel(
+        interface=downstream.interface,
+        source=downstream.endpoint,
+        destination=network.router.wan.ipv4.ip,
+        address=address,
+        peer=router_address,
+        description=f"Tunnel-to-{network.router.name}",
+        mtu=downstream.mtu or DEFAULT_MTU["gif"],
+        fib=downstream.fib,
+        role="router",
+        far_end=network.router.name,
+    )
+    fib = downstream.fib
+    routes = [
+        Route(
+            f"fib{fib}default",
+            "default",
+            interface=tunnel.interface,
+            fib=fib,
+            bound_to=tunnel.interface,
+        )
+    ]
+    if downstream.lan is not None:
+        # FIB 1 only holds what is added to it: reach the local jails from it too.
+        if downstream.lan.provider is not None:
+            routes.append(
+                Route(
+                    f"fib{fib}provider",
+                    str(downstream.lan.provider),
+                    interface=downstream.lan.interface,
+                    fib=fib,
+                    bound_to=downstream.lan.interface,
+                )
+            )
+        routes.append(
+            Route(
+                f"fib{fib}delegate",
+                str(downstream.delegate),
+                interface=downstream.lan.interface,
+                fib=fib,
+                bound_to=downstream.lan.interface,
+            )
+        )
+    return HostPlan(
+        name=downstream.name,
+        role="downstream",
+        tunnels=(tunnel,),
+        routes=tuple(routes),
+        loopback=IPNetwork(f"{downstream.loopback}/128"),
+        fibs=fib + 1,
+        modules=_modules([tunnel]),
+        securelevel=downstream.securelevel,
+    )
+
+
+def _modules(tunnels: list[Tunnel]) -> tuple[str, ...]:
+    return tuple(sorted({f"if_{t.kind}" for t in tunnels} | set(BASE_MODULES)))
+
+
+def plan(network: Network) -> Plan:
+    hosts = {network.router.name: _router_plan(network)}
+    for downstream in network.downstreams:
+        if downstream.managed:
+            hosts[downstream.name] = _downstream_plan(network, downstream)
+    return Plan(network=network, hosts=hosts)
+
+
+def load(inventory: Any) -> Plan:
+    """Model and plan for a pyinfra inventory, or ``InventoryError`` naming every problem."""
+    problems = Problems()
+    network = build(inventory, problems)
+    if network is not None:
+        check(network, problems)
+    problems.raise_if_any()
+    assert network is not None
+    return plan(network)
+
+
+# --- checks that relate fields -------------------------------------------------------------
+#
+# They run on a network whose values may be None where a field failed its own check, and skip
+# what they cannot judge, so that one run reports every problem.
+
+
+def check(network: Network, problems: Problems) -> None:
+    _check_prefix(network, problems)
+    _check_router(network, problems)
+    _check_upstreams(network, problems)
+    _check_downstreams(network, problems)
+    _check_interfaces(network, problems)
+
+
+def _check_prefix(network: Network, problems: Problems) -> None:
+    prefix, link = network.prefix, network.link_subnet
+    if prefix is None:
+        return
+    bogons = fields.bogons()
+    if prefix not in bogons.global_unicast:
+        problems.add(
+            "all.prefix", f"{prefix} is not global unicast (outside {bogons.global_unicast})"
+        )
+    for bogon in bogons.ipv6:
+        if prefix in bogon or bogon in prefix:
+            problems.add("all.prefix", f"{prefix} is a bogon (overlaps {bogon})")
+    if prefix.prefixlen > 48:
+        problems.add(
+            "all.prefix",
+            f"{prefix} is longer than /48: upstreams filter it, it would not be reachable",
+        )
+    if link is None:
+        return
+    if link not in prefix:
+        problems.add("all.link_subnet", f"{link} is not inside {prefix}")
+    if link.prefixlen > 126:
+        problems.add("all.link_subnet", f"{link} is too small to hold a tunnel pair")
+
+
+def _check_router(network: Network, problems: Problems) -> None:
+    router, prefix = network.router, network.prefix
+    wan = router.wan
+    name = router.name
+    if wan is not None:
+        if wan.ipv4 is not None and wan.ipv4_gateway is not None:
+            if wan.ipv4_gateway not in wan.ipv4.cidr:
+                problems.add(
+                    f"{name}.wan.ipv4_gateway",
+                    f"{wan.ipv4_gateway} is not on the WAN subnet {wan.ipv4.cidr}",
+                )
+            elif wan.ipv4_gateway == wan.ipv4.ip:
+                problems.add(f"{name}.wan.ipv4_gateway", "is the router's own address")
+        if wan.ipv6 is not None and wan.ipv6_gateway is not None:
+            link_local = wan.ipv6_gateway in IPNetwork("fe80::/10")
+            if not link_local and wan.ipv6_gateway not in wan.ipv6.cidr:
+                problems.add(
+                    f"{name}.wan.ipv6_gateway",
+                    f"{wan.ipv6_gateway} is not on the WAN subnet {wan.ipv6.cidr}",
+                )
+            elif wan.ipv6_gateway == wan.ipv6.ip:
+                problems.add(f"{name}.wan.ipv6_gateway", "is the router's own address")
+        for peer in router.extra_bgp_peers or ():
+            family = "ipv4" if peer.version == 4 else "ipv6"
+            subnet = getattr(wan, family)
+            if problems.about(f"{name}.wan.{family}"):
+                continue
+            if subnet is None or peer not in subnet.cidr or peer == subnet.ip:
+                where = f"{name}.extra_bgp_peers"
+                problems.add(where, f"{peer} is not a neighbor on the WAN subnet")
+    if router.loopback is not None and prefix is not None:
+        if router.loopback.cidr not in prefix:
+            problems.add(f"{name}.loopback", f"{router.loopback.cidr} is not inside {prefix}")
+        elif network.link_subnet is not None and _overlap(
+            router.loopback.cidr, network.link_subnet
+        ):
+            problems.add(
+                f"{name}.loopback",
+                f"{router.loopback.cidr} overlaps the link subnet {network.link_subnet}",
+            )
+
+
+def _check_upstreams(network: Network, problems: Problems) -> None:
+    router = network.router
+    wan = router.wan
+    names: dict[Any, str] = {}
+    peers: dict[Any, str] = {}
+    for upstream in router.upstreams:
+        where = f"{router.name}.upstreams[{upstream.name}]"
+        if upstream.name in names:
+            problems.add(where, "is defined twice")
+        names[upstream.name] = upstream.name
+        if upstream.asn is not None and upstream.asn == network.asn:
+            problems.add(
+                f"{where}.asn", f"{upstream.asn} is our own AS; upstreams are eBGP neighbors"
+            )
+        if upstream.peer is None:
+            continue
+        if upstream.peer in peers:
+            problems.add(f"{where}.peer", f"{upstream.peer} is also {peers[upstream.peer]}'s peer")
+        peers[upstream.peer] = upstream.name
+        tunnel = upstream.tunnel
+        if tunnel is not None:
+            if tunnel.address is not None and tunnel.address == upstream.peer:
+                problems.add(f"{where}.tunnel.address", "is the peer's address, not ours")
+            kind = (tunnel.interface or "").rstrip("0123456789")
+            if tunnel.mtu and kind in MAX_MTU and tunnel.mtu > MAX_MTU[kind]:
+                problems.add(
+                    f"{where}.tunnel.mtu", f"{tunnel.mtu} is above {MAX_MTU[kind]} for {kind}"
+                )
+            if wan is not None and wan.ipv4 is not None and tunnel.endpoint == wan.ipv4.ip:
+                problems.add(f"{where}.tunnel.endpoint", "is the router's own WAN address")
+            continue
+        on_wan = wan is not None and wan.ipv6 is not None and upstream.peer in wan.ipv6.cidr
+        if problems.about(f"{router.name}.wan"):
+            continue
+        if not on_wan:
+            subnet = f"wan.ipv6 {wan.ipv6.cidr}" if wan and wan.ipv6 else "no wan.ipv6"
+            problems.add(
+                f"{where}.peer",
+                f"{upstream.peer} is not on a configured link ({subnet}, and no tunnel)",
+            )
+        elif upstream.peer == wan.ipv6.ip:
+            problems.add(f"{where}.peer", f"{upstream.peer} is the router's own WAN address")
+
+
+def _check_downstreams(network: Network, problems: Problems) -> None:
+    prefix, link, router = network.prefix, network.link_subnet, network.router
+    taken: list[tuple[IPNetwork, str]] = []
+    if link is not None:
+        taken.append((link, f"the link subnet {link}"))
+    if router.loopback is not None:
+        taken.append((router.loopback.cidr, f"{router.name}.loopback {router.loopback.cidr}"))
+    units: dict[int, str] = {}
+    endpoints: dict[Any, str] = {}
+    if router.wan is not None and router.wan.ipv4 is not None:
+        endpoints[router.wan.ipv4.ip] = f"{router.name}'s WAN address"
+    for upstream in router.upstreams:
+        if upstream.tunnel is not None and upstream.tunnel.endpoint is not None:
+            endpoints[upstream.tunnel.endpoint] = f"upstream {upstream.name}'s tunnel endpoint"
+
+    for downstream in sorted(network.downstreams, key=lambda d: (d.tunnel is None, d.tunnel)):
+        name = downstream.name
+        delegate = downstream.delegate
+        if delegate is not None and prefix is not None:
+            if delegate not in prefix:
+                problems.add(f"{name}.delegate", f"{delegate} is not inside {prefix}")
+            elif delegate.prefixlen <= prefix.prefixlen:
+                problems.add(f"{name}.delegate", f"{delegate} is the whole prefix {prefix}")
+            elif delegate.prefixlen > 64:
+                problems.add(
+                    f"{name}.delegate", f"{delegate} is longer than /64; delegate a /64 or more"
+                )
+            else:
+                for other, label in taken:
+                    if _overlap(delegate, other):
+                        problems.add(f"{name}.delegate", f"{delegate} overlaps {label}")
+                taken.append((delegate, f"{name}.delegate {delegate}"))
+        if downstream.tunnel is not None:
+            if downstream.tunnel in units:
+                problems.add(
+                    f"{name}.tunnel",
+                    f"{downstream.tunnel} is also {units[downstream.tunnel]}'s tunnel",
+                )
+            units[downstream.tunnel] = name
+            if link is not None:
+                far_end = inner_pair(link, downstream.tunnel)[1]
+                if far_end not in link:
+                    problems.add(
+                        f"{name}.tunnel",
+                        f"{downstream.tunnel} puts the inner pair outside the link subnet {link}",
+                    )
+        if downstream.endpoint is not None:
+            if downstream.endpoint in endpoints:
+                problems.add(
+                    f"{name}.endpoint",
+                    f"{downstream.endpoint} is also {endpoints[downstream.endpoint]}",
+                )
+            endpoints[downstream.endpoint] = f"{name}'s endpoint"
+        if downstream.managed:
+            _check_managed(network, downstream, problems)
+
+
+def _check_managed(network: Network, downstream: Downstream, problems: Problems) -> None:
+    name = downstream.name
+    delegate = downstream.delegate
+    loopback = downstream.loopback
+    if loopback is not None and delegate is not None and loopback not in delegate:
+        problems.add(f"{name}.loopback", f"{downstream.loopback} is not inside {delegate}")
+    lan = downstream.lan
+    provider = lan.provider if lan is not None else None
+    if provider is not None and network.prefix is not None and _overlap(provider, network.prefix):
+        problems.add(
+            f"{name}.lan.provider",
+            f"{provider} overlaps our own prefix; it is the provider's space",
+        )
+
+
+def _check_interfaces(network: Network, problems: Problems) -> None:
+    """Interface names must be unique per host."""
+    router = network.router
+    used: dict[str, str] = {"lo0": "the loopback"}
+    if router.wan is not None and router.wan.interface is not None:
+        _claim(used, router.wan.interface, "the WAN", f"{router.name}.wan.interface", problems)
+    units = {d.tunnel for d in network.downstreams if d.tunnel is not None}
+    for unit in sorted(units):
+        # A unit two downstreams share is reported once, by _check_downstreams.
+        owner = next(d for d in network.downstreams if d.tunnel == unit)
+        _claim(used, f"gif{unit}", f"the tunnel to {owner.name}", f"{owner.name}.tunnel", problems)
+    for upstream in router.upstreams:
+        if upstream.tunnel is not None and upstream.tunnel.interface is not None:
+            where = f"{router.name}.upstreams[{upstream.name}].tunnel.interface"
+            _claim(
+                used, upstream.tunnel.interface, f"the tunnel to {upstream.name}", where, problems
+            )
+
+    for downstream in network.downstreams:
+        if not downstream.managed:
+            continue
+        local: dict[str, str] = {"lo0": "the loopback"}
+        name = downstream.name
+        _claim(local, downstream.interface, "the tunnel", f"{name}.interface", problems)
+        _claim(local, downstream.wan_interface, "the WAN", f"{name}.wan_interface", problems)
+        if downstream.lan is not None:
+            _claim(local, downstream.lan.interface, "the LAN", f"{name}.lan.interface", problems)
+        if downstream.interface is not None and not downstream.interface.startswith("gif"):
+            problems.add(f"{name}.interface", f"{downstream.interface!r} is not a gif interface")
+
+
+def _claim(
+    used: dict[str, str], interface: str | None, what: str, where: str, problems: Problems
+) -> None:
+    if interface is None:
+        return
+    if interface in used:
+        problems.add(where, f"{interface} is already {used[interface]}")
+        return
+    used[interface] = what
+
+
+def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
+    return a.first <= b.last and b.first <= a.last
+
+
+@dataclass(frozen=True)
+class PrefixListEntry:
+    seq: int
+    action: str  # permit | deny
+    prefix: IPNetwork
+    length: str = ""  # " le 128", " ge 49", ...
+
+
+def bogon_filter(network: Network) -> tuple[PrefixListEntry, ...]:
+    """PL-BOGONS, applied inbound on every upstream.
+
+    Order as in the reference: shorter than /8, the bogon list (from the data file), everything
+    outside global unicast, our own prefix (and, with the next entry, anything inside it),
+    longer than /48; then permit the rest up to /48. The last three keep the reference's
+    sequence numbers (100, 105, 110) while the list leaves room for them.
+    """
+    data = fields.bogons()
+    entries = [("deny", IPNetwork("::/0"), " le 7")]
+    entries += [("deny", bogon, " le 128") for bogon in data.ipv6]
+    entries += [("deny", outside, " le 128") for outside in _complement(data.global_unicast)]
+    head = [PrefixListEntry(5 * (i + 1), *entry) for i, entry in enumerate(entries)]
+    tail = [
+        ("deny", network.prefix, ""),
+        ("deny", IPNetwork("::/0"), " ge 49"),
+        ("permit", IPNetwork("::/0"), " le 48"),
+    ]
+    start = max(100, head[-1].seq + 5)
+    return (*head, *(PrefixListEntry(start + 5 * i, *entry) for i, entry in enumerate(tail)))
+
+
+def _complement(inside: IPNetwork) -> list[IPNetwork]:
+    """The IPv6 networks that, together with ``inside``, cover the whole space (fewest first)."""
+    result = []
+    network = inside
+    while network.prefixlen > 0:
+        parent = network.supernet(network.prefixlen - 1)[-1]
+        halves = list(parent.subnet(network.prefixlen))
+        result.append(halves[1] if halves[0] == network else halves[0])
+        network = parent
+    return sorted(result, key=lambda n: n.value)

@@ -1,0 +1,142 @@
+"""Render every file each host needs from the plan, with jinja2 templates.
+
+Templates live in ``templates/`` at the path of the file they become on the target, plus
+``.j2``: ``templates/etc/pf.conf.j2`` becomes ``/etc/pf.conf``. Rendering is deterministic: the
+same inventory gives byte-identical files (StrictUndefined, sorted data, no timestamps).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from netaddr import IPAddress, IPNetwork
+
+from tasks import fields, freebsd
+from tasks.model import Downstream
+from tasks.plan import HostPlan, Plan, bogon_filter, rc_name
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# Files ownas owns on every managed host, by role. Paths are absolute on the target.
+COMMON_FILES = (
+    "/etc/rc.conf.local",
+    "/etc/rc.conf.d/netif",
+    "/etc/rc.conf.d/routing",
+    "/etc/rc.conf.d/kld",
+    "/etc/rc.conf.d/pf",
+    "/etc/rc.conf.d/pflog",
+    "/etc/pf.conf",
+)
+ROUTER_FILES = ("/etc/rc.conf.d/frr", "/usr/local/etc/frr/frr.conf")
+SECURELEVEL_FILE = "/etc/rc.conf.d/securelevel"
+LOADER_FILE = "/boot/loader.conf.d/ownas.conf"
+# Modules GENERIC has built in: listing them in kld_list only makes rc.d/kld warn at boot.
+GENERIC_MODULES = frozenset({"if_gif"})
+# The settings sheet for an unmanaged downstream's operator.
+SHEET = "settings.txt"
+
+
+def _communities(values: tuple[tuple[int, ...], ...]) -> str:
+    """Communities as FRR stores them: sorted numerically, so frr-reload sees no change."""
+    return " ".join(":".join(str(part) for part in value) for value in sorted(values))
+
+
+def _pf_address(network: IPNetwork | IPAddress) -> str:
+    """A table entry: a host as a bare address, a network with its length."""
+    if not isinstance(network, IPNetwork):
+        return str(network)
+    full = 32 if network.version == 4 else 128
+    return str(network.ip) if network.prefixlen == full else str(network.cidr)
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(
+        rcname=rc_name,
+        communities=_communities,
+        pfaddr=_pf_address,
+        tunnel_args=freebsd.tunnel_args,
+        tunnel_inet6=freebsd.tunnel_inet6,
+        route_args=freebsd.route_args,
+        preload=lambda modules: [m for m in modules if m not in GENERIC_MODULES],
+    )
+    return env
+
+
+def files_for(host: HostPlan) -> tuple[str, ...]:
+    """The files ownas renders for ``host``, in the order the deploy installs them."""
+    files = list(COMMON_FILES)
+    if host.role == "router":
+        files += ROUTER_FILES
+    if host.securelevel is not None:
+        files.append(SECURELEVEL_FILE)
+    if host.fibs > 1:
+        files.append(LOADER_FILE)
+    return tuple(files)
+
+
+def _context(plan: Plan, host: HostPlan) -> dict[str, Any]:
+    network = plan.network
+    context: dict[str, Any] = {
+        "network": network,
+        "router": network.router,
+        "host": host,
+        "bogons": fields.bogons(),
+    }
+    if host.role == "router":
+        context["bogon_filter"] = bogon_filter(network)
+        context["bgp_peers"] = _wan_bgp_peers(plan)
+    else:
+        context["downstream"] = network.downstream(host.name)
+    return context
+
+
+def _wan_bgp_peers(plan: Plan) -> dict[str, list[IPAddress]]:
+    """BGP neighbors on the WAN subnet (not through a tunnel), by family, for pf's tables."""
+    router = plan.router
+    peers = [u.peer for u in router.upstreams if u.tunnel is None] + list(router.extra_bgp_peers)
+    ordered = sorted(set(peers), key=lambda a: (a.version, a.value))
+    return {
+        "v4": [a for a in ordered if a.version == 4],
+        "v6": [a for a in ordered if a.version == 6],
+    }
+
+
+def render_host(plan: Plan, name: str, env: Environment | None = None) -> dict[str, str]:
+    """{absolute target path: content} for managed host ``name``."""
+    env = env or environment()
+    host = plan.host(name)
+    context = _context(plan, host)
+    return {
+        path: env.get_template(f"{path.lstrip('/')}.j2").render(context) for path in files_for(host)
+    }
+
+
+def render_sheet(plan: Plan, downstream: Downstream, env: Environment | None = None) -> str:
+    """The settings sheet for an unmanaged downstream's own operator."""
+    env = env or environment()
+    return env.get_template(f"{SHEET}.j2").render(
+        network=plan.network,
+        router=plan.router,
+        downstream=downstream,
+        tunnel=plan.tunnel_to(downstream),
+    )
+
+
+def render_all(plan: Plan) -> dict[str, dict[str, str]]:
+    """{host: {path: content}}; an unmanaged downstream's sheet is at path ``settings.txt``."""
+    env = environment()
+    out = {name: render_host(plan, name, env) for name in sorted(plan.hosts)}
+    for downstream in plan.network.downstreams:
+        if not downstream.managed:
+            out[downstream.name] = {SHEET: render_sheet(plan, downstream, env)}
+    return out

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.model import InventoryError
+from tasks.plan import Plan
+from tests import inventories
+
+
+@pytest.fixture
+def ref() -> dict[str, Any]:
+    """The reference network's inventory data, fresh for each test to edit."""
+    return inventories.reference()
+
+
+@pytest.fixture
+def plan_for(tmp_path: Path) -> Callable[[dict[str, Any]], Plan]:
+    counter = iter(range(1000))
+
+    def build(data: dict[str, Any]) -> Plan:
+        # pyinfra caches executed files by path: every variant gets its own directory.
+        return inventories.plan_of(tmp_path / f"inv{next(counter)}", data)
+
+    return build
+
+
+@pytest.fixture
+def problems_for(plan_for: Callable[[dict[str, Any]], Plan]) -> Callable[..., list[str]]:
+    def problems(data: dict[str, Any]) -> list[str]:
+        with pytest.raises(InventoryError) as caught:
+            plan_for(data)
+        return caught.value.problems
+
+    return problems

@@ -1,0 +1,428 @@
+"""Every input ownas rejects: one clear line naming host and field, all problems at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.inventories import ROOT, host, upstream, write
+
+
+def test_reference_inventory_is_valid(ref, plan_for):
+    plan = plan_for(ref)
+    assert sorted(plan.hosts) == ["router01", "vps01"]
+
+
+# --- AS numbers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("asn", "message"),
+    [
+        (0, "0 is reserved (RFC 7607)"),
+        (23456, "23456 is AS_TRANS (RFC 6793)"),
+        (64500, "64500 is in 64496-64511, for documentation (RFC 5398)"),
+        (65001, "65001 is in 64512-65534, for private use (RFC 6996)"),
+        (4200000001, "4200000001 is in 4200000000-4294967294, for private use (RFC 6996)"),
+        (4294967296, "4294967296 is not between 0 and 4294967295"),
+        ("201379", "'201379' is not a whole number"),
+    ],
+)
+def test_own_asn_must_be_public(ref, problems_for, asn, message):
+    ref["all"]["asn"] = asn
+    assert any(p.startswith(f"all.asn: {message}") for p in problems_for(ref))
+
+
+def test_upstream_asn_must_be_public(ref, problems_for):
+    upstream(ref, "ifog")["asn"] = 64512
+    assert (
+        "router01.upstreams[ifog].asn: 64512 is in 64512-65534, for private use (RFC 6996); "
+        "an AS on the Internet needs a public AS number" in problems_for(ref)
+    )
+
+
+def test_upstream_asn_must_not_be_our_own(ref, problems_for):
+    upstream(ref, "lagrange")["asn"] = 201379
+    assert (
+        "router01.upstreams[lagrange].asn: 201379 is our own AS; upstreams are eBGP neighbors"
+        in problems_for(ref)
+    )
+
+
+# --- the prefix -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        (
+            "2a06:9801:1c::1/48",
+            "'2a06:9801:1c::1/48' has host bits set (the network is 2a06:9801:1c::/48)",
+        ),
+        ("2a06:9801:1c::", "'2a06:9801:1c::' is not an address with a prefix length"),
+        ("2a06:9801:1c::/ 48", "'2a06:9801:1c::/ 48' is not an address with a prefix length"),
+        ("198.51.100.0/24", "'198.51.100.0/24' is not an IPv6 network"),
+        ("2001:db8:1::/48", "2001:db8:1::/48 is a bogon (overlaps 2001:db8::/32)"),
+        ("fd00:1::/48", "fd00:1::/48 is not global unicast (outside 2000::/3)"),
+        ("2a06:9801:1c::/56", "2a06:9801:1c::/56 is longer than /48: upstreams filter it"),
+    ],
+)
+def test_own_prefix_must_be_a_routable_network(ref, problems_for, prefix, message):
+    ref["all"]["prefix"] = prefix
+    problems = problems_for(ref)
+    assert any(p.startswith(f"all.prefix: {message}") for p in problems), problems
+
+
+# --- delegations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("delegate", "message"),
+    [
+        ("2a06:9801:1d::/64", "2a06:9801:1d::/64 is not inside 2a06:9801:1c::/48"),
+        (
+            "2a06:9801:1c:ffff::/64",
+            "2a06:9801:1c:ffff::/64 overlaps the link subnet 2a06:9801:1c:ffff::/64",
+        ),
+        ("2a06:9801:1c::/60", "2a06:9801:1c::/60 overlaps router01.loopback 2a06:9801:1c::/64"),
+        (
+            "2a06:9801:1c:1000::/80",
+            "2a06:9801:1c:1000::/80 is longer than /64; delegate a /64 or more",
+        ),
+        ("2a06:9801:1c::/48", "2a06:9801:1c::/48 is the whole prefix 2a06:9801:1c::/48"),
+    ],
+)
+def test_delegation_must_fit_the_plan(ref, problems_for, delegate, message):
+    host(ref, "vps01")["delegate"] = delegate
+    assert f"vps01.delegate: {message}" in problems_for(ref)
+
+
+def test_delegations_must_not_overlap(ref, problems_for):
+    host(ref, "vps01")["delegate"] = "2a06:9801:1c:2001::/64"  # inside dcgw01's /62
+    # Checked in tunnel order: vps01 (gif0) claims first, dcgw01 (gif1) is named.
+    assert problems_for(ref) == [
+        "dcgw01.delegate: 2a06:9801:1c:2000::/62 overlaps vps01.delegate 2a06:9801:1c:2001::/64"
+    ]
+
+
+# --- tunnels --------------------------------------------------------------------------------
+
+
+def test_tunnel_numbers_are_unique(ref, problems_for):
+    host(ref, "vps01")["tunnel"] = 1
+    problems = problems_for(ref)
+    assert "vps01.tunnel: 1 is also dcgw01's tunnel" in problems
+    assert len([p for p in problems if "tunnel" in p]) == 1  # reported once, not per symptom
+
+
+def test_tunnel_pair_must_lie_in_the_link_subnet(ref, problems_for):
+    ref["all"]["link_subnet"] = "2a06:9801:1c:ffff::/126"  # room for ::1/::2 only
+    problems = problems_for(ref)
+    assert (
+        "dcgw01.tunnel: 1 puts the inner pair outside the link subnet 2a06:9801:1c:ffff::/126"
+        in problems
+    )
+    assert not any(p.startswith("vps01.tunnel") for p in problems)
+
+
+def test_link_subnet_inside_the_prefix(ref, problems_for):
+    ref["all"]["link_subnet"] = "2a06:9801:1d:ffff::/64"
+    assert (
+        "all.link_subnet: 2a06:9801:1d:ffff::/64 is not inside 2a06:9801:1c::/48"
+        in problems_for(ref)
+    )
+
+
+def test_tunnel_number_range(ref, problems_for):
+    host(ref, "vps01")["tunnel"] = 40000
+    assert "vps01.tunnel: 40000 is not between 0 and 32767" in problems_for(ref)
+
+
+def test_tunnel_mtu_range(ref, problems_for):
+    host(ref, "vps01")["mtu"] = 1500
+    assert "vps01.mtu: 1500 is not between 1280 and 1480" in problems_for(ref)
+
+
+def test_gre_mtu_limit(ref, problems_for):
+    upstream(ref, "ifog")["tunnel"]["mtu"] = 1480
+    assert "router01.upstreams[ifog].tunnel.mtu: 1480 is above 1476 for gre" in problems_for(ref)
+
+
+def test_endpoints_are_unique(ref, problems_for):
+    ref["all"]["unmanaged_downstreams"][0]["endpoint"] = "203.0.113.10"
+    assert problems_for(ref) == ["dcgw01.endpoint: 203.0.113.10 is also vps01's endpoint"]
+
+
+def test_endpoint_from_a_host_name_needs_an_explicit_endpoint(ref, problems_for):
+    host(ref, "vps01")["ssh_hostname"] = "vps01.example.net"
+    assert (
+        "vps01.endpoint: not set, and ssh_hostname is not usable as the tunnel endpoint: "
+        "'vps01.example.net' is not an IP address" in problems_for(ref)
+    )
+
+
+# --- addresses and families -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "ipv4",
+            "2001:db8:100::96/64",
+            "'2001:db8:100::96/64' is not an IPv4 address with a prefix length",
+        ),
+        ("ipv4", "198.51.100.300/24", "'198.51.100.300/24' is not a valid network"),
+        ("ipv4", "198.51.100.10", "'198.51.100.10' is not an address with a prefix length"),
+        (
+            "ipv6",
+            "198.51.100.10/24",
+            "'198.51.100.10/24' is not an IPv6 address with a prefix length",
+        ),
+        ("ipv4_gateway", "2001:db8:100::1", "'2001:db8:100::1' is not an IPv4 address"),
+        ("ipv6_gateway", "198.51.100.1", "'198.51.100.1' is not an IPv6 address"),
+        ("ipv4_gateway", "10.0.0.1", "10.0.0.1 is not on the WAN subnet 198.51.100.0/24"),
+    ],
+)
+def test_wan_addresses(ref, problems_for, field, value, message):
+    host(ref, "router01")["wan"][field] = value
+    problems = problems_for(ref)
+    assert problems[0].startswith(f"router01.wan.{field}: {message}")
+    assert len(problems) == 1  # no follow-on noise from checks that use the field
+
+
+def test_peer_must_be_ipv6(ref, problems_for):
+    upstream(ref, "lagrange")["peer"] = "198.51.100.20"
+    assert "router01.upstreams[lagrange].peer: '198.51.100.20' is not an IPv6 address" in (
+        problems_for(ref)
+    )
+
+
+def test_peer_not_an_address(ref, problems_for):
+    upstream(ref, "lagrange")["peer"] = "lagrange-rs1"
+    assert "router01.upstreams[lagrange].peer: 'lagrange-rs1' is not an IP address" in (
+        problems_for(ref)
+    )
+
+
+def test_upstream_peer_must_be_on_a_configured_link(ref, problems_for):
+    upstream(ref, "lagrange")["peer"] = "2001:db8:999::1"
+    assert (
+        "router01.upstreams[lagrange].peer: 2001:db8:999::1 is not on a configured link "
+        "(wan.ipv6 2001:db8:100::/64, and no tunnel)" in problems_for(ref)
+    )
+
+
+def test_extra_bgp_peer_must_be_on_the_wan(ref, problems_for):
+    host(ref, "router01")["extra_bgp_peers"] = ["192.0.2.20"]
+    assert "router01.extra_bgp_peers: 192.0.2.20 is not a neighbor on the WAN subnet" in (
+        problems_for(ref)
+    )
+
+
+def test_downstream_loopback_inside_its_delegation(ref, problems_for):
+    host(ref, "vps01")["loopback"] = "2a06:9801:1c:2000::1"
+    assert "vps01.loopback: 2a06:9801:1c:2000::1 is not inside 2a06:9801:1c:1000::/64" in (
+        problems_for(ref)
+    )
+
+
+# --- routing policy -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "community", ["34927:99999", "34927", "AS34927:9501", "34927:9501:1", "70000:1"]
+)
+def test_malformed_community(ref, problems_for, community):
+    upstream(ref, "ifog")["communities"] = [community]
+    assert (
+        f"router01.upstreams[ifog].communities: {community!r} is not a community "
+        "(ASN:value, each 0-65535)" in problems_for(ref)
+    )
+
+
+@pytest.mark.parametrize("community", ["34927:1", "34927:1:2:3", "4294967296:1:1"])
+def test_malformed_large_community(ref, problems_for, community):
+    upstream(ref, "ifog")["large_communities"] = [community]
+    assert (
+        f"router01.upstreams[ifog].large_communities: {community!r} is not a large community "
+        "(ASN:value:value, each 0-4294967295)" in problems_for(ref)
+    )
+
+
+@pytest.mark.parametrize("prepend", [-1, 11, 100])
+def test_prepend_count(ref, problems_for, prepend):
+    upstream(ref, "lagrange")["prepend"] = prepend
+    assert f"router01.upstreams[lagrange].prepend: {prepend} is not between 0 and 10" in (
+        problems_for(ref)
+    )
+
+
+# --- interfaces -----------------------------------------------------------------------------
+
+
+def test_router_interface_names_are_unique(ref, problems_for):
+    upstream(ref, "ifog")["tunnel"]["interface"] = "gif0"
+    assert (
+        "router01.upstreams[ifog].tunnel.interface: gif0 is already the tunnel to vps01"
+        in problems_for(ref)
+    )
+
+
+def test_downstream_interface_names_are_unique(ref, problems_for):
+    host(ref, "vps01")["lan"]["interface"] = "vtnet0"
+    assert "vps01.lan.interface: vtnet0 is already the WAN" in problems_for(ref)
+
+
+def test_upstream_tunnel_must_be_gif_or_gre(ref, problems_for):
+    upstream(ref, "ifog")["tunnel"]["interface"] = "wg0"
+    assert "router01.upstreams[ifog].tunnel.interface: 'wg0' is not a gif or gre tunnel" in (
+        problems_for(ref)
+    )
+
+
+# --- management and hardening ---------------------------------------------------------------
+
+
+def test_trusted_sources_must_not_be_empty(ref, problems_for):
+    ref["all"]["trusted_sources"] = []
+    assert "all.trusted_sources: is empty" in problems_for(ref)
+
+
+def test_trusted_sources_missing(ref, problems_for):
+    del ref["all"]["trusted_sources"]
+    assert "all.trusted_sources: is required" in problems_for(ref)
+
+
+def test_trusted_source_must_not_be_everyone(ref, problems_for):
+    ref["all"]["trusted_sources"] = ["::/0"]
+    assert "all.trusted_sources: '::/0' would trust every address" in problems_for(ref)
+
+
+def test_securelevel_3_is_refused(ref, problems_for):
+    host(ref, "router01")["securelevel"] = 3
+    assert any(
+        p.startswith("router01.securelevel: 3 forbids changing pf rules") for p in problems_for(ref)
+    )
+
+
+# --- nothing reaches a shell ----------------------------------------------------------------
+
+
+def _target(data, path: str) -> dict:
+    """The dict that ``path`` names: "vps01", "vps01.lan", "router01.wan" or "upstream ifog"."""
+    if path.startswith("upstream "):
+        return upstream(data, path.split()[1])
+    name, _, nested = path.partition(".")
+    found = host(data, name)
+    return found[nested] if nested else found
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "value", "where"),
+    [
+        ("vps01", "description", "VPS $(reboot)", "vps01.description"),
+        ("vps01", "description", 'a"b', "vps01.description"),
+        ("vps01", "wan_interface", "vtnet0;reboot", "vps01.wan_interface"),
+        ("vps01.lan", "interface", "`id`0", "vps01.lan.interface"),
+        ("router01.wan", "ifconfig_options", ["-tso", "; reboot"], "router01.wan.ifconfig_options"),
+        ("upstream ifog", "description", "x\ny", "router01.upstreams[ifog].description"),
+        ("upstream ifog", "name", "if og", "router01.upstreams[if og].name"),
+        ("vps01", "delegate", "2a06:9801:1c:1000::/64 -fib 0", "vps01.delegate"),
+    ],
+)
+def test_no_value_can_inject_shell(ref, problems_for, path, key, value, where):
+    _target(ref, path)[key] = value
+    assert any(p.startswith(f"{where}: ") for p in problems_for(ref))
+
+
+# --- structure ------------------------------------------------------------------------------
+
+
+def test_unknown_nested_field_is_named_with_a_suggestion(ref, problems_for):
+    upstream(ref, "lagrange")["prepnd"] = 2
+    assert "router01.upstreams[lagrange].prepnd: unknown field (did you mean prepend?)" in (
+        problems_for(ref)
+    )
+
+
+def test_misspelt_host_field_is_caught(ref, problems_for):
+    host(ref, "vps01")["delegat"] = host(ref, "vps01").pop("delegate")
+    problems = problems_for(ref)
+    assert "vps01.delegat: unknown field (did you mean delegate?)" in problems
+    assert "vps01.delegate: is required" in problems
+
+
+def test_exactly_one_router(ref, problems_for):
+    ref["inventory"]["routers"].append(("router02", dict(host(ref, "router01"))))
+    assert "inventory.routers: needs exactly one BGP router (found router01, router02)" in (
+        problems_for(ref)
+    )
+
+
+def test_every_problem_is_reported_at_once(ref, problems_for):
+    ref["all"]["asn"] = 65001
+    host(ref, "vps01")["delegate"] = "2a06:9801:1d::/64"
+    host(ref, "vps01")["tunnel"] = 1
+    upstream(ref, "lagrange")["prepend"] = 11
+    upstream(ref, "ifog")["communities"] = ["34927:99999"]
+    ref["all"]["trusted_sources"] = []
+    problems = problems_for(ref)
+    wheres = {p.split(":", 1)[0] for p in problems}
+    assert wheres == {
+        "all.asn",
+        "all.trusted_sources",
+        "vps01.delegate",
+        "vps01.tunnel",
+        "router01.upstreams[lagrange].prepend",
+        "router01.upstreams[ifog].communities",
+    }
+
+
+def test_cli_check_exits_1_with_one_line_per_problem_and_no_traceback(ref, tmp_path):
+    host(ref, "vps01")["delegate"] = "2a06:9801:1d::/64"
+    upstream(ref, "lagrange")["prepend"] = 11
+    inventory = write(tmp_path, ref)
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "check", "--inventory", str(inventory)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "router01.upstreams[lagrange].prepend: 11 is not between 0 and 10",
+        "vps01.delegate: 2a06:9801:1d::/64 is not inside 2a06:9801:1c::/48",
+        "2 problems in the inventory",
+    ]
+
+
+def test_cli_names_a_missing_inventory(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "check", "--inventory", "nope.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == "nope.py: no such inventory file"
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_reports_a_python_error_in_the_inventory_without_traceback(tmp_path):
+    (tmp_path / "inventory.py").write_text("routers = [(\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("inventory.py: cannot be loaded:")
+    assert "Traceback" not in result.stderr
