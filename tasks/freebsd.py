@@ -2,12 +2,48 @@
 
 The rc.conf fragments and the live reload must agree: the boot configuration writes
 ``ipv6_route_vps01="<route args>"`` and rc.d/routing runs ``route add -inet6 <route args>``; the
-deploy runs the same ``route`` with the same arguments. Both take them from here.
+deploy runs the same ``route`` with the same arguments. Both take them from here, and so do the
+facts and checks. Every value interpolated below comes from the validated model (tasks.fields)
+or from the constants in this module, never from the target.
+
+What each command relies on (FreeBSD 14 sources and manual pages):
+- ``service netif start IF`` creates a cloned interface listed in cloned_interfaces, configures
+  only IF and re-adds only the routes named ``NAME:IF`` (rc.d/netif, rc.d/routing).
+- ``ifconfig IF tunnel SRC DST`` changes a tunnel's outer addresses in place (ifconfig(8)).
+- ``route -6 add|change|delete ... -fib N`` edits one route in one FIB (route(8)); never
+  ``service routing restart``, which flushes every gateway route in FIB 0, FRR's included.
+- ``pfctl -nf`` parses without loading; ``pfctl -f`` replaces the ruleset atomically and keeps
+  states (pfctl(8)); never ``service pf restart``, which flushes states first.
+- ``frr-reload.py --reload`` applies only the difference (frr10-pythontools); never
+  ``service frr restart``, which resets every BGP session.
 """
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterable
+
 from tasks.plan import Route, Tunnel
+
+# Where things live on a FreeBSD 14 host with the net/frr10 port.
+FRR_CONFDIR = "/usr/local/etc/frr"
+FRR_CONF = f"{FRR_CONFDIR}/frr.conf"
+FRR_RUNDIR = "/var/run/frr"
+FRR_RELOAD = "/usr/local/sbin/frr-reload.py"
+PF_CONF = "/etc/pf.conf"
+PACKAGES = ("frr10", "frr10-pythontools")
+# Suffixes of the staged (validated, not yet installed) and the previous version of a file.
+# Neither ends in ".conf", so the loader never reads them from /boot/loader.conf.d.
+STAGED = ".ownas-new"
+PREVIOUS = ".ownas-prev"
+
+
+def q(value: object) -> str:
+    """Quote one word for sh (defence in depth: values are already whitelisted)."""
+    return shlex.quote(str(value))
+
+
+# --- argument strings shared with the rc.conf fragments ------------------------------------
 
 
 def tunnel_args(tunnel: Tunnel) -> str:
@@ -43,3 +79,206 @@ def route_args(route: Route) -> str:
     if route.fib:
         words += ["-fib", str(route.fib)]
     return " ".join(words)
+
+
+# --- reading state (facts) -----------------------------------------------------------------
+
+UNAME = "uname -sr"
+LOGIN_SHELL = 'getent passwd "$(id -un)" | cut -d: -f7'
+SSH_CLIENT = 'echo "$SSH_CLIENT"'
+IFCONFIG = "ifconfig"
+# Reading commands never fail: a missing pf module or a stopped FRR reads as "nothing".
+PF_INFO = "pfctl -s info 2>/dev/null; true"
+PF_RULES = "pfctl -sr 2>/dev/null; true"
+BGP_NEIGHBORS = "vtysh -c 'show bgp neighbors json' 2>/dev/null; true"
+# Every variable /etc/rc.conf sets, as sh sees them (rc.conf is shell).
+RC_CONF_VARIABLES = "env -i /bin/sh -c '. /etc/rc.conf >/dev/null 2>&1; set'"
+
+
+def sysctl_values(names: Iterable[str]) -> str:
+    return "sysctl -n " + " ".join(q(n) for n in names)
+
+
+def loaded_modules(modules: Iterable[str]) -> str:
+    """Print each of ``modules`` that is in the kernel (loaded or built in: kldstat -m)."""
+    names = " ".join(q(m) for m in modules)
+    return f'for m in {names}; do kldstat -q -m "$m" && echo "$m"; done; true'
+
+
+def route_lookup(destination: str, fib: int) -> str:
+    """The route for exactly ``destination`` in FIB ``fib`` (nothing if there is none)."""
+    return f"route -n -6 get -fib {int(fib)} {q(destination)} 2>/dev/null; true"
+
+
+def service_status(name: str) -> str:
+    return f"service {q(name)} status >/dev/null 2>&1 && echo running; true"
+
+
+def pf_file_rules(path: str) -> str:
+    """The rules ``path`` expands to, printed as ``pfctl -sr`` prints the loaded ones."""
+    return f"pfctl -nvf {q(path)} 2>/dev/null; true"
+
+
+def advertised_routes(peer: object) -> str:
+    return f"vtysh -c 'show bgp ipv6 neighbors {peer} advertised-routes json' 2>/dev/null; true"
+
+
+def frr_pending(path: str) -> str:
+    """What frr-reload.py would change in the running FRR to match ``path`` (nothing: empty)."""
+    return f"{FRR_RELOAD} --test --confdir {FRR_CONFDIR} --rundir {FRR_RUNDIR} {q(path)}"
+
+
+# --- staging, validating, installing -------------------------------------------------------
+
+
+def staged(path: str) -> str:
+    return path + STAGED
+
+
+def previous(path: str) -> str:
+    return path + PREVIOUS
+
+
+def make_parent(path: str) -> str:
+    parent = path.rsplit("/", 1)[0] or "/"
+    return f"mkdir -p {q(parent)}"
+
+
+def validator(path: str) -> str | None:
+    """The command that checks a staged ``path`` on the target, by the kind of file it is."""
+    new = q(staged(path))
+    if path == PF_CONF:
+        return f"pfctl -nf {new}"
+    if path == FRR_CONF:
+        return f"vtysh --dryrun -f {new}"
+    if path.startswith("/boot/"):
+        # loader.conf: only NAME="VALUE" lines and comments (grep -v finds any other line).
+        return f'! grep -Ev \'^(#.*|[A-Za-z_][A-Za-z0-9_.]*="[^"]*")?$\' {new}'
+    return f"sh -n {new}"
+
+
+def frr_semantic_check(path: str) -> str:
+    """Check a staged frr.conf against the running daemons (parses it the way a reload would)."""
+    return frr_pending(staged(path)) + " >/dev/null"
+
+
+def install(path: str) -> str:
+    """Move the staged file into place atomically; the previous version stays as .ownas-prev."""
+    target, new, prev = q(path), q(staged(path)), q(previous(path))
+    return f"if [ -e {target} ]; then ln -f {target} {prev}; fi && mv -f {new} {target}"
+
+
+# --- bringing the live system to the plan --------------------------------------------------
+
+
+def kldload(module: str) -> str:
+    return f"kldload -n {q(module)}"
+
+
+def grow_fibs(count: int) -> str:
+    return f"sysctl net.fibs={int(count)}"
+
+
+def netif_start(interface: str) -> str:
+    """Create and configure one interface from rc.conf, and re-add its NAME:IF routes."""
+    return f"service netif start {q(interface)}"
+
+
+def set_tunnel(tunnel: Tunnel) -> str:
+    """Change the outer endpoints of a live tunnel in place (a moved VPS)."""
+    return f"ifconfig {q(tunnel.interface)} tunnel {tunnel.source} {tunnel.destination}"
+
+
+def set_fibs(tunnel: Tunnel) -> str:
+    return f"ifconfig {q(tunnel.interface)} fib {tunnel.fib} tunnelfib 0"
+
+
+def set_mtu(tunnel: Tunnel) -> str:
+    return f"ifconfig {q(tunnel.interface)} mtu {tunnel.mtu}"
+
+
+def set_description(interface: str, description: str) -> str:
+    return f"ifconfig {q(interface)} description {q(description)}"
+
+
+def add_inner(tunnel: Tunnel) -> str:
+    return f"ifconfig {q(tunnel.interface)} {tunnel_inet6(tunnel)} alias"
+
+
+def remove_address(interface: str, address: object) -> str:
+    return f"ifconfig {q(interface)} inet6 {address} -alias"
+
+
+def add_loopback(address: object, prefixlen: int) -> str:
+    return f"ifconfig lo0 inet6 {address} prefixlen {int(prefixlen)} alias"
+
+
+def interface_up(interface: str) -> str:
+    return f"ifconfig {q(interface)} up"
+
+
+def destroy(interface: str) -> str:
+    return f"ifconfig {q(interface)} destroy"
+
+
+def route_add(route: Route) -> str:
+    return f"route -6 add {route_args(route)}"
+
+
+def route_change(route: Route) -> str:
+    return f"route -6 change {route_args(route)}"
+
+
+def route_delete(destination: str, fib: int) -> str:
+    fib_args = f" -fib {int(fib)}" if fib else ""
+    return f"route -6 delete {destination}{fib_args}"
+
+
+def pf_reload() -> str:
+    """Load /etc/pf.conf (states kept); if that fails, put the previous file back and say so."""
+    conf, prev = q(PF_CONF), q(previous(PF_CONF))
+    return (
+        f"pfctl -nf {conf} && pfctl -f {conf} || "
+        f"{{ status=$?; [ -e {prev} ] && cp -p {prev} {conf}; "
+        f"echo 'pf.conf failed to load: the previous file is back, the ruleset unchanged' >&2; "
+        f"exit $status; }}"
+    )
+
+
+PF_ENABLE = "pfctl -e"
+
+
+def service_start(name: str) -> str:
+    return f"service {q(name)} start"
+
+
+def frr_reload() -> str:
+    """Apply frr.conf's difference to the running FRR; on failure reload the previous file.
+
+    A failed frr-reload is not atomic (half a change may be applied): reloading the previous
+    file puts the running configuration back. frr-reload.py comes with frr10-pythontools;
+    without it ``service frr reload`` only prints a hint and exits 0, so it is checked here.
+    """
+    conf, prev = q(FRR_CONF), q(previous(FRR_CONF))
+    reload = f"{FRR_RELOAD} --reload --confdir {FRR_CONFDIR} --rundir {FRR_RUNDIR}"
+    return (
+        f"test -x {FRR_RELOAD} || {{ echo '{FRR_RELOAD} is missing: install frr10-pythontools' "
+        f">&2; exit 1; }}; "
+        f"{reload} {conf} || {{ status=$?; if [ -e {prev} ]; then cp -p {prev} {conf}; "
+        f"{reload} {conf}; fi; "
+        f"echo 'frr.conf failed to apply: FRR is back on the previous configuration' >&2; "
+        f"exit $status; }}"
+    )
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def ping(address: object, source: object | None = None, fib: int = 0, count: int = 3) -> str:
+    """Ping an IPv6 address, from ``source``, in FIB ``fib`` (setfib(1)); exit 0 on a reply."""
+    words = ["ping", "-6", "-c", str(int(count))]
+    if source is not None:
+        words += ["-S", str(source)]
+    words.append(str(address))
+    command = " ".join(words)
+    return f"setfib {int(fib)} {command}" if fib else command

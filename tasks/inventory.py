@@ -24,8 +24,11 @@ def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise InventoryError([f"{path}: no such inventory file"])
-    # pyinfra warns through the "pyinfra" logger about groups it ignores; keep the CLI quiet.
-    logging.getLogger("pyinfra").setLevel(logging.ERROR)
+    # pyinfra warns through its logger about variables it does not take as groups; that is
+    # noise here (pyinfra itself says it again when it loads the inventory for a deploy).
+    pyinfra_logger = logging.getLogger("pyinfra")
+    level = pyinfra_logger.level
+    pyinfra_logger.setLevel(logging.ERROR)
     try:
         # pyinfra executes inventory and group data files with a state in context.
         with ctx_state.use(State()):
@@ -34,3 +37,5 @@ def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
         raise InventoryError([f"{error.filename}: cannot be loaded: {error.exception}"]) from None
     except (CliError, SyntaxError, TypeError, ValueError) as error:
         raise InventoryError([f"{path}: cannot be loaded: {error}"]) from None
+    finally:
+        pyinfra_logger.setLevel(level)

@@ -199,12 +199,21 @@ class Network:
     trusted_sources: tuple[IPNetwork, ...]
     router: Router
     downstreams: tuple[Downstream, ...] = field(default=())
+    # How long the deploy waits for the network to converge (BGP, pings), in seconds.
+    check_timeout: int = 180
 
     def downstream(self, name: str) -> Downstream:
         return next(d for d in self.downstreams if d.name == name)
 
 
-AS_FIELDS = ("asn", "prefix", "link_subnet", "trusted_sources", "unmanaged_downstreams")
+AS_FIELDS = (
+    "asn",
+    "prefix",
+    "link_subnet",
+    "trusted_sources",
+    "unmanaged_downstreams",
+    "check_timeout",
+)
 ROUTER_FIELDS = ("wan", "loopback", "router_id", "securelevel", "upstreams", "extra_bgp_peers")
 WAN_FIELDS = ("interface", "ipv4", "ipv4_gateway", "ipv6", "ipv6_gateway", "ifconfig_options")
 UPSTREAM_FIELDS = (
@@ -243,6 +252,11 @@ def _group_hosts(inventory: Any, group: str) -> list[Any]:
     return list(inventory.get_group(group, default=[]))
 
 
+def host_name(host: Any) -> str:
+    """A host's name in ownas: pyinfra's, without a connector prefix (``@fake/vps01``)."""
+    return host.name.rsplit("/", 1)[-1] if host.name.startswith("@") else host.name
+
+
 def _read_as(data: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
     f = Fields(data, "all", problems, AS_FIELDS, strict=False)
     return {
@@ -253,6 +267,7 @@ def _read_as(data: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
             "trusted_sources", fields.list_of(fields.source, empty=False)
         ),
         "unmanaged": f.optional("unmanaged_downstreams", _list_of_mappings, ()),
+        "check_timeout": f.optional("check_timeout", fields.integer(0, 3600), 180),
     }
 
 
@@ -317,17 +332,16 @@ def _read_upstream(raw: Any, index: int, router: str, problems: Problems) -> Ups
 
 def _read_router(host: Any, problems: Problems) -> Router:
     data = host.data.dict()
-    f = Fields(data, host.name, problems, ROUTER_FIELDS + AS_FIELDS, strict=False)
+    name = host_name(host)
+    f = Fields(data, name, problems, ROUTER_FIELDS + AS_FIELDS, strict=False)
     wan = _read_wan(f)
     raw_upstreams = f.required("upstreams", _list_of_mappings) or ()
     if "upstreams" in data and not raw_upstreams and isinstance(data["upstreams"], list):
-        problems.add(f"{host.name}.upstreams", "is empty: the router needs at least one upstream")
-    upstreams = tuple(
-        _read_upstream(raw, i, host.name, problems) for i, raw in enumerate(raw_upstreams)
-    )
+        problems.add(f"{name}.upstreams", "is empty: the router needs at least one upstream")
+    upstreams = tuple(_read_upstream(raw, i, name, problems) for i, raw in enumerate(raw_upstreams))
     default_id = wan.ipv4.ip if wan and wan.ipv4 else None
     return Router(
-        name=host.name,
+        name=name,
         wan=wan,
         loopback=f.required("loopback", fields.ipv6_interface),
         router_id=f.optional("router_id", fields.ipv4_address, default_id),
@@ -413,10 +427,10 @@ def build(inventory: Any, problems: Problems) -> Network | None:
     routers = _group_hosts(inventory, ROUTERS)
     managed = _group_hosts(inventory, DOWNSTREAMS)
     if len(routers) != 1:
-        found = ", ".join(h.name for h in routers) or "none"
+        found = ", ".join(host_name(h) for h in routers) or "none"
         problems.add(f"inventory.{ROUTERS}", f"needs exactly one BGP router (found {found})")
-    for host in sorted(set(routers) & set(managed), key=lambda h: h.name):
-        problems.add(host.name, f"is in both {ROUTERS} and {DOWNSTREAMS}")
+    for host in sorted(set(routers) & set(managed), key=host_name):
+        problems.add(host_name(host), f"is in both {ROUTERS} and {DOWNSTREAMS}")
     if not routers:
         return None
     router = _read_router(routers[0], problems)
@@ -424,11 +438,10 @@ def build(inventory: Any, problems: Problems) -> Network | None:
 
     downstreams: list[Downstream] = []
     for host in managed:
-        if _name_ok(host.name, problems):
+        name = host_name(host)
+        if _name_ok(name, problems):
             downstreams.append(
-                _read_downstream(
-                    host.name, host.data.dict(), problems, managed=True, name=host.name
-                )
+                _read_downstream(name, host.data.dict(), problems, managed=True, name=name)
             )
     for index, raw in enumerate(as_data["unmanaged"]):
         where = _label(raw, f"all.unmanaged_downstreams[{index}]")
@@ -454,6 +467,7 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         trusted_sources=tuple(sorted(set(as_data["trusted_sources"] or ()), key=_network_key)),
         router=router,
         downstreams=tuple(sorted(downstreams, key=lambda d: d.name)),
+        check_timeout=as_data["check_timeout"],
     )
 
 

@@ -1,0 +1,178 @@
+"""Convergence: the proof, at the end of each host, that the network is what the plan says.
+
+``evaluate`` judges a snapshot of facts (pure, tested with plain data); ``gather`` reads it on
+the host; ``checker`` returns the callable that the ``converged`` operation polls. Every failure
+is one line naming host and check, and says whether waiting can fix it (a BGP session coming up
+can; a tunnel with the wrong endpoint cannot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pyinfra import host
+
+from tasks import facts, freebsd
+from tasks.facts import route_matches
+from tasks.plan import HostPlan, Plan, Tunnel
+from tasks.preflight import Preflight
+
+
+@dataclass(frozen=True)
+class Finding:
+    line: str
+    waitable: bool = False  # may resolve by waiting (a session, a ping)
+    warning: bool = False  # reported, but does not fail the run
+
+
+def _tunnel(name: str, tunnel: Tunnel, interface: Any) -> list[Finding]:
+    label = f"{name}: tunnel {tunnel.interface} to {tunnel.far_end}"
+    if interface is None:
+        return [Finding(f"{label}: does not exist")]
+    found = []
+    if not interface.up:
+        found.append(Finding(f"{label}: is down"))
+    endpoints = (str(tunnel.source), str(tunnel.destination))
+    if interface.tunnel != endpoints:
+        live = " -> ".join(interface.tunnel) if interface.tunnel else "none"
+        found.append(Finding(f"{label}: endpoints are {live}, planned {' -> '.join(endpoints)}"))
+    if interface.fib != tunnel.fib or interface.tunnelfib != 0:
+        found.append(
+            Finding(
+                f"{label}: fib {interface.fib} tunnelfib {interface.tunnelfib}, "
+                f"planned fib {tunnel.fib} tunnelfib 0"
+            )
+        )
+    if (str(tunnel.address), str(tunnel.peer), 128) not in interface.inet6:
+        found.append(Finding(f"{label}: has no inner pair {tunnel.address} -> {tunnel.peer}"))
+    return found
+
+
+def _ping(label: str, reply: bool, *, warning: bool = False) -> list[Finding]:
+    return [] if reply else [Finding(f"{label}: no reply", waitable=not warning, warning=warning)]
+
+
+def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) -> list[Finding]:
+    """Everything that is not as planned on host ``hp``, from the facts in ``found``."""
+    name = hp.name
+    findings: list[Finding] = []
+    if pre.needs_reboot:
+        findings.append(
+            Finding(
+                f"{name}: reboot: {', '.join(pre.needs_reboot)} can only load at boot at "
+                f"securelevel {pre.securelevel}"
+            )
+        )
+    for tunnel in hp.tunnels:
+        if tunnel.interface in pre.deferred_tunnels:
+            continue
+        findings += _tunnel(name, tunnel, found["ifconfig"].get(tunnel.interface))
+        pinged = found["pings"]
+        if hp.role == "router" and tunnel.role == "upstream":
+            findings += _ping(
+                f"{name}: ping {tunnel.peer} through {tunnel.interface}",
+                pinged[(str(tunnel.peer), None, 0)],
+            )
+        elif hp.role == "router" and not plan.network.downstream(tunnel.far_end).managed:
+            findings += _ping(
+                f"{name}: ping {tunnel.peer} through {tunnel.interface} (unmanaged "
+                f"{tunnel.far_end}: is its side configured? see its settings.txt)",
+                pinged[(str(tunnel.peer), None, 0)],
+                warning=True,
+            )
+        elif hp.role == "downstream":
+            findings += _ping(
+                f"{name}: ping {tunnel.peer} through {tunnel.interface} in FIB {tunnel.fib}",
+                pinged[(str(tunnel.peer), str(tunnel.address), tunnel.fib)],
+            )
+            source = str(hp.loopback.ip)
+            findings += _ping(
+                f"{name}: traffic from {source} does not leave through {tunnel.interface} "
+                f"(ping {tunnel.peer} from it in FIB {tunnel.fib})",
+                pinged[(str(tunnel.peer), source, tunnel.fib)],
+            )
+    for route in hp.routes:
+        if not route_matches(route, found["routes"][(route.destination, route.fib)]):
+            args = freebsd.route_args(route)
+            findings.append(Finding(f"{name}: route {args}: not in FIB {route.fib} as planned"))
+    if not pre.pf_deferred:
+        if found["pf_status"] != "Enabled":
+            findings.append(Finding(f"{name}: pf is not enabled"))
+        elif found["pf_rules"] != found["pf_file_rules"]:
+            findings.append(
+                Finding(
+                    f"{name}: pf has {len(found['pf_rules'])} rules loaded, /etc/pf.conf expands "
+                    f"to {len(found['pf_file_rules'])} that differ"
+                )
+            )
+    if hp.role == "router":
+        findings += _bgp(plan, found)
+    return findings
+
+
+def _bgp(plan: Plan, found: dict[str, Any]) -> list[Finding]:
+    name, prefix = plan.router.name, str(plan.network.prefix)
+    findings = []
+    for upstream in plan.router.upstreams:
+        peer = str(upstream.peer)
+        label = f"{name}: BGP {upstream.name} ({peer}, AS{upstream.asn})"
+        state = found["bgp"].get(peer, {}).get("state") or "not configured"
+        if state != "Established":
+            findings.append(Finding(f"{label}: {state}, not Established", waitable=True))
+        elif prefix not in found["advertised"].get(peer, []):
+            findings.append(Finding(f"{label}: {prefix} is not advertised", waitable=True))
+    return findings
+
+
+def pings_for(plan: Plan, hp: HostPlan, pre: Preflight) -> list[tuple[str, str | None, int]]:
+    """The (address, source, fib) pings ``evaluate`` reads."""
+    wanted: list[tuple[str, str | None, int]] = []
+    for tunnel in hp.tunnels:
+        if tunnel.interface in pre.deferred_tunnels:
+            continue
+        if hp.role == "router":
+            wanted.append((str(tunnel.peer), None, 0))
+        else:
+            wanted.append((str(tunnel.peer), str(tunnel.address), tunnel.fib))
+            wanted.append((str(tunnel.peer), str(hp.loopback.ip), tunnel.fib))
+    return wanted
+
+
+def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "ifconfig": host.get_fact(facts.Ifconfig),
+        "routes": {
+            (r.destination, r.fib): host.get_fact(
+                facts.RouteLookup, destination=r.destination, fib=r.fib
+            )
+            for r in hp.routes
+        },
+        "pf_status": host.get_fact(facts.PfStatus),
+        "pf_rules": host.get_fact(facts.PfRules),
+        "pf_file_rules": host.get_fact(facts.PfFileRules, path=freebsd.PF_CONF),
+        "pings": {
+            (address, source, fib): host.get_fact(
+                facts.PingReply, address=address, source=source, fib=fib
+            )
+            for address, source, fib in pings_for(plan, hp, pre)
+        },
+        "bgp": {},
+        "advertised": {},
+    }
+    if hp.role == "router":
+        found["bgp"] = host.get_fact(facts.BgpNeighbors)
+        found["advertised"] = {
+            str(u.peer): host.get_fact(facts.AdvertisedPrefixes, peer=str(u.peer))
+            for u in plan.router.upstreams
+        }
+    return found
+
+
+def checker(plan: Plan, hp: HostPlan, pre: Preflight):
+    """The callable the ``converged`` operation polls."""
+
+    def check() -> list[Finding]:
+        return evaluate(plan, hp, pre, gather(plan, hp, pre))
+
+    return check

@@ -1,0 +1,148 @@
+"""The deploy as pyinfra @deploy functions, in the order that keeps a live network up.
+
+Per host: install missing packages, load modules, grow FIBs, stage and validate every file,
+install them all, then reload in order — tunnels, routes (FIBs), pf, FRR — and prove
+convergence. deploy.py runs the router's section, then a barrier every host reaches from the
+same line, then the downstreams' sections: pyinfra's ordering therefore finishes (and verifies)
+the router before any downstream starts, and with FAIL_PERCENT 0 a failed router stops the run.
+
+Before any of that: ``gate`` validates the inventory before pyinfra connects anywhere, and the
+first host's deploy.py run pre-flights every host, so that a problem on any host stops the run
+before anything changed on any host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations.freebsd import pkg
+
+from tasks import checks, freebsd, operations, preflight
+from tasks.inventory import load_inventory
+from tasks.model import InventoryError, host_name
+from tasks.plan import Plan, load
+from tasks.render import render_host
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one pyinfra run knows before any operation: the plan, the files, the pre-flights."""
+
+    plan: Plan
+    files: dict[str, dict[str, str]]
+    preflights: dict[str, preflight.Preflight]
+
+
+def _plan(state: Any) -> Plan:
+    try:
+        return load(state.inventory)
+    except InventoryError as error:  # an inventory gate() could not read (not a file)
+        _stop(error.problems, "in the inventory")
+
+
+def gate() -> None:
+    """Validate the inventory before pyinfra connects to any host (config.py calls this).
+
+    pyinfra reads config.py before it loads the inventory and connects; the inventory named on
+    its command line is loaded here the same way, and a bad one stops the run with the same
+    lines as ``ownas check`` — no host is contacted.
+    """
+    context = click.get_current_context(silent=True)
+    path = context.params.get("inventory") if context else None
+    if not path or not Path(path).is_file():
+        return
+    try:
+        load(load_inventory(path, cwd=Path.cwd()))
+    except InventoryError as error:
+        _stop(error.problems, "in the inventory; no host was contacted")
+
+
+def _stop(problems: list[str], where: str) -> NoReturn:
+    """Report every problem, one line each, and end the run (exit status 1, no traceback)."""
+    for line in problems:
+        logger.error(line)
+    count = len(problems)
+    logger.error(f"--> {count} problem{'s' if count > 1 else ''} {where}")
+    raise SystemExit(1)
+
+
+def current(state: Any) -> Run:
+    """The run's plan and every active host's pre-flight, computed once (while preparing)."""
+    cached = getattr(state, "_ownas_run", None)
+    if cached is not None:
+        return cached
+    plan = _plan(state)
+    targets = [h for h in state.inventory.get_active_hosts() if host_name(h) in plan.hosts]
+    files = {name: render_host(plan, name) for name in plan.hosts}
+    preflights = {}
+    for target in targets:
+        name = host_name(target)
+        found = preflight.gather(target, plan.host(name))
+        preflights[name] = preflight.evaluate(plan, plan.host(name), files[name], found)
+    for verdict in preflights.values():
+        for note in verdict.notes:
+            logger.warning(note)
+    problems = [line for verdict in preflights.values() for line in verdict.problems]
+    if problems:
+        _stop(problems, "found by the pre-flight; nothing was changed on any host")
+    state._ownas_run = run = Run(plan, files, preflights)
+    return run
+
+
+@deploy("Router")
+def router(run: Run) -> None:
+    _apply(run, run.plan.router.name)
+
+
+@deploy("Downstream")
+def downstream(run: Run, name: str) -> None:
+    _apply(run, name)
+
+
+def barrier() -> None:
+    operations.barrier(
+        reason="the router is applied and verified before any downstream starts",
+        name="Barrier: router before downstreams",
+    )
+
+
+def _apply(run: Run, name: str) -> None:
+    plan, hp, files, pre = run.plan, run.plan.host(name), run.files[name], run.preflights[name]
+    if hp.role == "router":
+        for package in freebsd.PACKAGES:
+            pkg.install(package=package, name=f"Install {package}")
+    operations.kernel_modules(
+        modules=list(hp.modules), securelevel=pre.securelevel, name="Load kernel modules"
+    )
+    operations.fibs(count=hp.fibs, name="Grow net.fibs")
+    for path, content in files.items():
+        operations.stage(path=path, content=content, name=f"Stage and validate {path}")
+    operations.install(files=files, name="Install the validated files")
+    operations.tunnels(
+        planned=list(hp.tunnels),
+        loopback=str(hp.loopback),
+        retired=list(pre.retired_tunnels),
+        old_loopback=pre.old_loopback,
+        deferred=list(pre.deferred_tunnels),
+        name="Reload tunnels",
+    )
+    operations.routes(
+        planned=list(hp.routes), retired=list(pre.retired_routes), name="Reload routes"
+    )
+    operations.pf(content=files[freebsd.PF_CONF], deferred=pre.pf_deferred, name="Reload pf")
+    if hp.role == "router":
+        operations.frr(content=files[freebsd.FRR_CONF], name="Reload FRR")
+    operations.converged(
+        check=checks.checker(plan, hp, pre),
+        timeout=plan.network.check_timeout,
+        name="Check convergence",
+    )
+
+
+def this_host() -> str:
+    return host_name(host)

@@ -1,0 +1,387 @@
+"""pyinfra facts for the FreeBSD state ownas reads: each runs one command and parses its output.
+
+Output formats are FreeBSD 14's, read from the sources that print them (sbin/ifconfig,
+usr.bin/netstat, sbin/pfctl, net/frr10); the fixtures in tests/facts/ cite them. Commands come
+from tasks.freebsd.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyinfra.api import FactBase
+from typing_extensions import override
+
+from tasks import freebsd
+from tasks.plan import Route
+
+
+class Uname(FactBase):
+    """``uname -sr``: the system and its release, e.g. FreeBSD 14.3-RELEASE-p2."""
+
+    command = freebsd.UNAME
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        system, _, release = output[0].strip().partition(" ")
+        match = re.match(r"(\d+)\.(\d+)", release)
+        major, minor = (int(match[1]), int(match[2])) if match else (0, 0)
+        return {"system": system, "release": release, "major": major, "minor": minor}
+
+
+class SysctlValues(FactBase):
+    """``sysctl -n NAME...``: one value per line, in the order asked."""
+
+    def command(self, names: tuple[str, ...]) -> str:
+        self.names = tuple(names)
+        return freebsd.sysctl_values(self.names)
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str]:
+        return dict(zip(self.names, (line.strip() for line in output), strict=False))
+
+
+class LoginShell(FactBase):
+    """The deploy user's login shell: field 7 of its passwd entry."""
+
+    command = freebsd.LOGIN_SHELL
+
+    @override
+    def process(self, output: list[str]) -> str:
+        return output[0].strip()
+
+
+class SshClient(FactBase):
+    """The address this SSH session comes from, as the host sees it ($SSH_CLIENT)."""
+
+    command = freebsd.SSH_CLIENT
+
+    @override
+    def process(self, output: list[str]) -> str | None:
+        words = output[0].split()
+        return words[0] if words else None
+
+
+class LoadedModules(FactBase):
+    """Which of the given kernel modules are in the kernel (loaded, or built in)."""
+
+    @override
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self, modules: tuple[str, ...]) -> str:
+        return freebsd.loaded_modules(modules)
+
+    @override
+    def process(self, output: list[str]) -> list[str]:
+        return sorted(line.strip() for line in output if line.strip())
+
+
+class ServiceRunning(FactBase):
+    """Whether ``service NAME status`` says the service runs."""
+
+    @override
+    @staticmethod
+    def default() -> bool:
+        return False
+
+    def command(self, service: str) -> str:
+        return freebsd.service_status(service)
+
+    @override
+    def process(self, output: list[str]) -> bool:
+        return output == ["running"]
+
+
+@dataclass
+class Interface:
+    name: str
+    flags: list[str] = field(default_factory=list)
+    mtu: int = 0
+    description: str = ""
+    tunnel: tuple[str, str] | None = None  # outer (source, destination)
+    inet: list[str] = field(default_factory=list)  # IPv4 addresses
+    inet6: list[tuple[str, str | None, int]] = field(default_factory=list)  # (addr, peer, len)
+    fib: int = 0  # not printed by ifconfig when 0
+    tunnelfib: int = 0  # likewise
+    up: bool = False  # UP and RUNNING
+
+
+_HEADER = re.compile(r"^(\S+): flags=[0-9a-f]+<([^>]*)>.* mtu (\d+)$")
+_TUNNEL = re.compile(r"^\ttunnel inet6? (\S+) --> (\S+)$")
+_INET = re.compile(r"^\tinet (\S+) ")
+_INET6 = re.compile(r"^\tinet6 (\S+?)(?:%\S+)?(?: --> (\S+))? prefixlen (\d+)")
+
+
+class Ifconfig(FactBase):
+    """``ifconfig``: every interface with its flags, MTU, description, tunnel, IPv6, FIBs.
+
+    Shape per sbin/ifconfig (FreeBSD 14): a header ``NAME: flags=HEX<FLAGS> metric N mtu N``,
+    then tab-indented lines; ``fib:`` and ``tunnelfib:`` are printed only when not 0.
+    """
+
+    command = freebsd.IFCONFIG
+
+    @override
+    @staticmethod
+    def default() -> dict[str, Interface]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Interface]:
+        interfaces: dict[str, Interface] = {}
+        current: Interface | None = None
+        for line in output:
+            header = _HEADER.match(line)
+            if header:
+                current = Interface(
+                    header[1], flags=header[2].split(",") if header[2] else [], mtu=int(header[3])
+                )
+                interfaces[current.name] = current
+                continue
+            if current is None:
+                continue
+            if line.startswith("\tdescription: "):
+                current.description = line[len("\tdescription: ") :]
+            elif tunnel := _TUNNEL.match(line):
+                current.tunnel = (tunnel[1], tunnel[2])
+            elif inet := _INET.match(line):
+                current.inet.append(inet[1])
+            elif inet6 := _INET6.match(line):
+                current.inet6.append((inet6[1], inet6[2], int(inet6[3])))
+            elif line.startswith("\tfib: "):
+                current.fib = int(line.split()[1])
+            elif line.startswith("\ttunnelfib: "):
+                current.tunnelfib = int(line.split()[1])
+        for interface in interfaces.values():
+            interface.up = "UP" in interface.flags and "RUNNING" in interface.flags
+        return interfaces
+
+
+_ROUTE_FIELD = re.compile(r"^\s*(route to|destination|mask|gateway|fib|interface|flags): (.*)$")
+
+
+class RouteLookup(FactBase):
+    """``route -n -6 get -fib N DEST``: the route for exactly DEST in FIB N, or None.
+
+    Format per sbin/route (print_getmsg): ``destination:``, ``mask:`` (absent for a /128),
+    ``gateway:`` (only for a gateway route), ``fib:``, ``interface:``, ``flags: <UP,...>``.
+    A destination with a prefix length is an exact lookup (RTM_F_PREFIX): a missing route is
+    "not found", never the covering one. (``netstat --libxo json`` would list the whole FIB;
+    on a router that takes a full table that is hundreds of thousands of routes per check.)
+    """
+
+    @override
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self, destination: str, fib: int) -> str:
+        self.destination = destination
+        return freebsd.route_lookup(destination, fib)
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str] | None:
+        found: dict[str, str] = {}
+        for line in output:
+            match = _ROUTE_FIELD.match(line)
+            if match:
+                found[match[1]] = match[2].strip()
+        if "destination" not in found:
+            return None
+        if not _same_destination(self.destination, found):
+            return None
+        found["flags"] = found.get("flags", "").strip("<>")
+        return found
+
+
+def route_matches(route: Route, found: dict[str, str] | None) -> bool:
+    """Whether the route ``route get`` found is the planned one (gateway, interface, reject)."""
+    if found is None:
+        return False
+    flags = found.get("flags", "")
+    if route.reject:
+        return "REJECT" in flags
+    if route.gateway is not None:
+        return found.get("gateway") == str(route.gateway) and "REJECT" not in flags
+    return found.get("interface") == route.interface and "GATEWAY" not in flags
+
+
+def _same_destination(planned: str, found: dict[str, str]) -> bool:
+    """Whether route get answered for ``planned`` itself, not for a covering route."""
+    from netaddr import IPAddress, IPNetwork
+
+    want = IPNetwork("::/0") if planned == "default" else IPNetwork(planned)
+    destination = found["destination"]
+    address = IPAddress("::") if destination == "default" else IPAddress(destination)
+    mask = found.get("mask")
+    if mask in (None, ""):
+        length = 128
+    elif mask == "default":
+        length = 0
+    else:
+        length = IPAddress(mask).netmask_bits()
+    return address == want.network and length == want.prefixlen
+
+
+class PfStatus(FactBase):
+    """``pfctl -s info``: "Enabled" or "Disabled" (first line ``Status: Enabled for ...``);
+    None when pf is not in the kernel."""
+
+    command = freebsd.PF_INFO
+
+    @override
+    def process(self, output: list[str]) -> str | None:
+        match = re.match(r"Status: (\w+)", output[0]) if output else None
+        return match[1] if match else None
+
+
+_RULE = re.compile(r"^(pass|block|match|scrub|anchor) ")
+
+
+def _rule_lines(output: list[str]) -> list[str]:
+    """The filter and scrub rules, one per line, as pfctl's print_rule writes them."""
+    return [" ".join(line.split()) for line in output if _RULE.match(line)]
+
+
+class PfRules(FactBase):
+    """``pfctl -sr``: the rules pf has loaded."""
+
+    command = freebsd.PF_RULES
+
+    @override
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    @override
+    def process(self, output: list[str]) -> list[str]:
+        return _rule_lines(output)
+
+
+class PfFileRules(FactBase):
+    """``pfctl -nvf FILE``: the rules FILE expands to, printed the way ``pfctl -sr`` prints."""
+
+    @override
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self, path: str) -> str:
+        return freebsd.pf_file_rules(path)
+
+    @override
+    def process(self, output: list[str]) -> list[str]:
+        return _rule_lines(output)
+
+
+class RcConfVariables(FactBase):
+    """The variables /etc/rc.conf sets (sourced by sh, printed by ``set``)."""
+
+    command = freebsd.RC_CONF_VARIABLES
+
+    @override
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str]:
+        variables = {}
+        for line in output:
+            name, equals, value = line.partition("=")
+            if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                continue
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                continue
+            variables[name] = " ".join(words) if len(words) != 1 else words[0]
+        return variables
+
+
+class BgpNeighbors(FactBase):
+    """``vtysh -c 'show bgp neighbors json'``: per neighbor, its state and how often it came up.
+
+    ``connectionsEstablished`` grows by one on every session (re)start: comparing it before and
+    after a deploy proves a reload did not reset the session.
+    """
+
+    command = freebsd.BGP_NEIGHBORS
+
+    @override
+    @staticmethod
+    def default() -> dict[str, dict[str, Any]]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, dict[str, Any]]:
+        data = json.loads("\n".join(output) or "{}")
+        return {
+            peer: {
+                "state": info.get("bgpState", ""),
+                "connections": int(info.get("connectionsEstablished", 0)),
+            }
+            for peer, info in data.items()
+            if isinstance(info, dict)
+        }
+
+
+class AdvertisedPrefixes(FactBase):
+    """``show bgp ipv6 neighbors PEER advertised-routes json``: the prefixes we send PEER."""
+
+    @override
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self, peer: str) -> str:
+        return freebsd.advertised_routes(peer)
+
+    @override
+    def process(self, output: list[str]) -> list[str]:
+        data = json.loads("\n".join(output) or "{}")
+        return sorted(data.get("advertisedRoutes", {}))
+
+
+class FrrPending(FactBase):
+    """``frr-reload.py --test FILE``: the lines a reload would delete and add (none: in sync)."""
+
+    @override
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self, path: str) -> str:
+        return freebsd.frr_pending(path)
+
+    @override
+    def process(self, output: list[str]) -> list[str]:
+        ignored = {"Lines To Delete", "Lines To Add"}
+        return [
+            line
+            for line in output
+            if line.strip() and line.strip() not in ignored and set(line.strip()) != {"="}
+        ]
+
+
+class PingReply(FactBase):
+    """Whether ADDRESS answers ping (from SOURCE, in FIB N): ping(8) exits 0 on a reply."""
+
+    @override
+    @staticmethod
+    def default() -> bool:
+        return False
+
+    def command(self, address: str, source: str | None = None, fib: int = 0) -> str:
+        ping = freebsd.ping(address, source=source, fib=fib)
+        return f"{ping} >/dev/null 2>&1 && echo reply; true"
+
+    @override
+    def process(self, output: list[str]) -> bool:
+        return output == ["reply"]

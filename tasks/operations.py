@@ -1,0 +1,289 @@
+"""pyinfra operations that bring one FreeBSD host to its plan, each the smallest safe step.
+
+Every operation reads the live state through facts and yields only the commands that close the
+gap (or calls ``host.noop``), so a second run with nothing changed yields nothing. pyinfra runs
+each operation twice: once while preparing, to detect and show changes (``--dry``), and again
+when executing, with facts read afresh. Commands come from tasks.freebsd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from io import StringIO
+from typing import Protocol
+
+import gevent
+from netaddr import IPAddress, IPNetwork
+from pyinfra import host, logger, state
+from pyinfra.api import FileUploadCommand, OperationError, operation
+from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.operations.util.files import generate_color_diff
+
+from tasks import freebsd
+from tasks.facts import (
+    FrrPending,
+    Ifconfig,
+    LoadedModules,
+    PfFileRules,
+    PfRules,
+    PfStatus,
+    RouteLookup,
+    ServiceRunning,
+    SysctlValues,
+    route_matches,
+)
+from tasks.plan import Route, Tunnel
+
+
+def sha256(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def _say(message: str, log: Callable[..., None] = logger.info) -> None:
+    log(f"{host.print_prefix}{message}")
+
+
+def _announce(commands: list[str]) -> Iterator[str]:
+    """Yield ``commands``; while preparing, first list them so that --dry shows every reload."""
+    if not state.is_executing:
+        for command in commands:
+            _say(f"will run: {command}")
+    yield from commands
+
+
+@operation()
+def stage(path: str, content: str):
+    """Upload ``content`` next to ``path`` as PATH.ownas-new and validate it there.
+
+    Nothing goes live here: the file is installed later, only after every file of the host
+    passed its validator (sh -n, pfctl -nf, vtysh --dryrun, frr-reload.py --test).
+    """
+    if host.get_fact(Sha256File, path=path) == sha256(content):
+        host.noop(f"{path} is up to date")
+        return
+    if state.config.DIFF:
+        current = host.get_fact(FileContents, path=path)
+        verb = "modify" if current is not None else "create"
+        _say(f"will {verb} {path}")
+        old = [line + "\n" for line in current or []]
+        for line in generate_color_diff(old, content.splitlines(keepends=True)):
+            logger.info("  %s", line)
+    new = freebsd.staged(path)
+    yield freebsd.make_parent(path)
+    # Uploaded straight to the staging name (with sudo, pyinfra's connector goes through a
+    # temporary file itself).
+    yield FileUploadCommand(StringIO(content), new)
+    yield freebsd.validator(path)
+    if path == freebsd.FRR_CONF and host.get_fact(ServiceRunning, service="frr"):
+        yield freebsd.frr_semantic_check(path)
+
+
+@operation()
+def install(files: dict[str, str]):
+    """Move every staged file into place at once (atomic rename, previous kept as .ownas-prev)."""
+    changed = [path for path, content in files.items() if _differs(path, content)]
+    if not changed:
+        host.noop("every file is up to date")
+        return
+    for path in changed:
+        yield freebsd.install(path)
+
+
+def _differs(path: str, content: str) -> bool:
+    return host.get_fact(Sha256File, path=path) != sha256(content)
+
+
+@operation()
+def kernel_modules(modules: list[str], securelevel: int):
+    """Load the kernel modules the configuration needs, while the securelevel still allows it."""
+    missing = sorted(set(modules) - set(host.get_fact(LoadedModules, modules=tuple(modules))))
+    if not missing:
+        host.noop("every kernel module is loaded")
+        return
+    if securelevel >= 1:
+        host.noop(f"securelevel {securelevel}: {', '.join(missing)} load at the next boot")
+        return
+    yield from _announce([freebsd.kldload(m) for m in missing])
+
+
+@operation()
+def fibs(count: int):
+    """Grow net.fibs to ``count`` (it can only grow). Done before validating pf.conf, whose
+    ``rtable N`` pfctl rejects unless FIB N exists, and before a tunnel is put in FIB N."""
+    current = int(host.get_fact(SysctlValues, names=("net.fibs",)).get("net.fibs") or 1)
+    if current >= count:
+        host.noop(f"net.fibs is {current}")
+        return
+    yield from _announce([freebsd.grow_fibs(count)])
+
+
+@operation()
+def tunnels(
+    planned: list[Tunnel],
+    loopback: str,
+    retired: list[str] | None = None,
+    old_loopback: str | None = None,
+    deferred: list[str] | None = None,
+):
+    """Bring every tunnel and the lo0 address to the plan, one interface at a time.
+
+    A missing tunnel is created from rc.conf with ``service netif start IF`` (which also adds
+    its NAME:IF routes); a live one is corrected in place, e.g. ``ifconfig IF tunnel SRC DST``
+    for a moved VPS, so nothing else on the host is touched. Tunnels the previous
+    configuration declared and this one does not are destroyed. ``deferred`` tunnels wait for
+    a reboot (their kernel module cannot be loaded at this securelevel).
+    """
+    live = host.get_fact(Ifconfig)
+    commands: list[str] = []
+    for tunnel in planned:
+        interface = live.get(tunnel.interface)
+        if interface is None:
+            if tunnel.interface not in (deferred or ()):
+                commands.append(freebsd.netif_start(tunnel.interface))
+            continue
+        if tuple(interface.tunnel or ()) != (str(tunnel.source), str(tunnel.destination)):
+            commands.append(freebsd.set_tunnel(tunnel))
+        if interface.fib != tunnel.fib or interface.tunnelfib != 0:
+            commands.append(freebsd.set_fibs(tunnel))
+        inner = (str(tunnel.address), str(tunnel.peer), 128)
+        if inner not in [tuple(entry) for entry in interface.inet6]:
+            for address, _peer, _length in interface.inet6:
+                if not IPAddress(address).is_link_local():
+                    commands.append(freebsd.remove_address(tunnel.interface, address))
+            commands.append(freebsd.add_inner(tunnel))
+        if interface.mtu != tunnel.mtu:
+            commands.append(freebsd.set_mtu(tunnel))
+        if interface.description != tunnel.description:
+            commands.append(freebsd.set_description(tunnel.interface, tunnel.description))
+        if not interface.up:
+            commands.append(freebsd.interface_up(tunnel.interface))
+    commands += [freebsd.destroy(name) for name in retired or () if name in live]
+    own = IPNetwork(loopback)
+    lo0 = live.get("lo0")
+    addresses = {address for address, _peer, _length in (lo0.inet6 if lo0 else [])}
+    if str(own.ip) not in addresses:
+        commands.append(freebsd.add_loopback(own.ip, own.prefixlen))
+    if old_loopback and old_loopback != str(own.ip) and old_loopback in addresses:
+        commands.append(freebsd.remove_address("lo0", old_loopback))
+    if not commands:
+        host.noop("every tunnel is as planned")
+        return
+    yield from _announce(commands)
+
+
+@operation()
+def routes(planned: list[Route], retired: list[tuple[str, int]] | None = None):
+    """Add, change or delete individual static routes, each in its own FIB.
+
+    Never ``service routing restart``: it flushes every gateway route in FIB 0, FRR's included.
+    ``route change`` replaces a route in place; ``route add`` on an existing prefix would add a
+    second (multipath) next hop in FreeBSD 14.
+    """
+    commands: list[str] = []
+    for route in planned:
+        found = host.get_fact(RouteLookup, destination=route.destination, fib=route.fib)
+        if found is None:
+            commands.append(freebsd.route_add(route))
+        elif not route_matches(route, found):
+            commands.append(freebsd.route_change(route))
+    for destination, fib in retired or ():
+        if host.get_fact(RouteLookup, destination=destination, fib=fib) is not None:
+            commands.append(freebsd.route_delete(destination, fib))
+    if not commands:
+        host.noop("every route is as planned")
+        return
+    yield from _announce(commands)
+
+
+def pf_in_sync() -> bool:
+    """pf is enabled and has exactly the rules /etc/pf.conf expands to loaded."""
+    return host.get_fact(PfStatus) == "Enabled" and host.get_fact(PfRules) == host.get_fact(
+        PfFileRules, path=freebsd.PF_CONF
+    )
+
+
+@operation()
+def pf(content: str, deferred: bool = False):
+    """Load /etc/pf.conf when it changed or the loaded rules differ from it; states are kept.
+
+    ``pfctl -nf`` then ``pfctl -f`` (what ``service pf reload`` does), ``pfctl -e`` when pf is
+    off, and pflog started when it is not running. Never ``service pf restart``: it flushes
+    every state first and cuts the SSH session that runs this deploy.
+    """
+    if deferred:
+        host.noop("pf is not in the kernel: it loads at the next boot")
+        return
+    commands: list[str] = []
+    if _differs(freebsd.PF_CONF, content) or not pf_in_sync():
+        commands.append(freebsd.pf_reload())
+    if host.get_fact(PfStatus) != "Enabled":
+        commands.append(freebsd.PF_ENABLE)
+    if not host.get_fact(ServiceRunning, service="pflog"):
+        commands.append(freebsd.service_start("pflog"))
+    if not commands:
+        host.noop("pf has the rules of /etc/pf.conf loaded")
+        return
+    yield from _announce(commands)
+
+
+@operation()
+def frr(content: str):
+    """Apply frr.conf to the running FRR with frr-reload.py (only the difference, no session
+    reset); start FRR when it is not running. Never ``service frr restart``."""
+    if not host.get_fact(ServiceRunning, service="frr"):
+        yield from _announce([freebsd.service_start("frr")])
+        return
+    if _differs(freebsd.FRR_CONF, content) or host.get_fact(FrrPending, path=freebsd.FRR_CONF):
+        yield from _announce([freebsd.frr_reload()])
+        return
+    host.noop("the running FRR matches frr.conf")
+
+
+@operation()
+def barrier(reason: str):
+    """Nothing to do on any host: every host calls this from the same line, so pyinfra's
+    ordering puts all operations before it (the router's) ahead of all after it."""
+    host.noop(reason)
+    yield from ()
+
+
+class Finding(Protocol):
+    """What a convergence check reports (tasks.checks.Finding)."""
+
+    line: str
+    waitable: bool
+    warning: bool
+
+
+@operation()
+def converged(check: Callable[[], list[Finding]], timeout: int, interval: float = 5.0):
+    """Wait (bounded) until ``check()`` finds nothing wrong; then stop, or fail naming each
+    problem on its own line. Warnings are shown but do not fail the host.
+
+    Runs only when executing: before the changes are applied there is nothing to prove.
+    """
+    if not state.is_executing:
+        host.noop("checked after the changes are applied")
+        return
+    findings = _poll(check, timeout, interval)
+    failures = [f.line for f in findings if not f.warning]
+    for finding in findings:
+        _say(finding.line, logger.warning if finding.warning else logger.error)
+    if failures:
+        raise OperationError(f"{len(failures)} check(s) did not converge within {timeout} s")
+    host.noop("converged")
+    yield from ()
+
+
+def _poll(check: Callable[[], list[Finding]], timeout: int, interval: float) -> list[Finding]:
+    """Re-run ``check`` until it passes, the time is up, or nothing left can resolve by
+    waiting (a BGP session can come up; a wrong endpoint cannot)."""
+    waited = 0.0
+    while True:
+        findings = check()
+        pending = [f for f in findings if f.waitable and not f.warning]
+        if not pending or waited >= timeout:
+            return findings
+        gevent.sleep(interval)
+        waited += interval

@@ -1,0 +1,238 @@
+"""Pre-flight: what must hold on a host before ownas changes anything on any host.
+
+``gather`` reads the facts of every host about to be deployed (while pyinfra prepares, before
+any operation runs); ``evaluate`` judges one host's facts against its plan, without touching
+anything, so it is tested with plain data. Any problem on any host stops the whole run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from netaddr import IPAddress
+from pyinfra import state
+from pyinfra.api.facts import get_fact
+from pyinfra.context import ctx_host
+from pyinfra.facts.files import FileContents
+
+from tasks import facts
+from tasks.plan import HostPlan, Plan
+
+MIN_MAJOR = 14
+NETIF = "/etc/rc.conf.d/netif"
+ROUTING = "/etc/rc.conf.d/routing"
+RC_CONF_LOCAL = "/etc/rc.conf.local"
+HEADER = "# Managed by ownas"
+# rc.conf variables ownas writes as lists and extends (NAME="${NAME} ..."), by what they list.
+LIST_VARIABLES = ("cloned_interfaces", "ipv6_static_routes", "kld_list")
+_ASSIGNMENT = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)="(.*)"$')
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """One host's verdict, and what the deploy needs to know from the state it found."""
+
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    securelevel: int = -1
+    missing_modules: tuple[str, ...] = ()
+    deferred_tunnels: tuple[str, ...] = ()
+    pf_deferred: bool = False
+    retired_tunnels: tuple[str, ...] = ()
+    retired_routes: tuple[tuple[str, int], ...] = ()
+    old_loopback: str | None = None
+    needs_reboot: tuple[str, ...] = field(default=())
+
+
+def assignments(lines: list[str] | None) -> dict[str, str]:
+    """NAME="VALUE" lines of an ownas fragment (a file ownas did not write reads as empty)."""
+    if not lines or not lines[0].startswith(HEADER):
+        return {}
+    return {m[1]: m[2] for line in lines if (m := _ASSIGNMENT.match(line))}
+
+
+def _words(value: str, name: str) -> list[str]:
+    """The words of an appended list value, without the ${NAME} it starts from."""
+    return [w for w in value.split() if w != f"${{{name}}}"]
+
+
+def _route_destination(args: str) -> tuple[str, int]:
+    words = args.split()
+    fib = int(words[words.index("-fib") + 1]) if "-fib" in words else 0
+    return words[0], fib
+
+
+def rendered_variables(files: dict[str, str]) -> dict[str, str]:
+    """What ownas's fragments set (rc.conf.local excluded: it wins over /etc/rc.conf anyway)."""
+    variables: dict[str, str] = {}
+    for path, content in files.items():
+        if path.startswith("/etc/rc.conf.d/"):
+            variables.update(assignments(content.splitlines()))
+    return variables
+
+
+def rc_conf_conflicts(rc_conf: dict[str, str], ours: dict[str, str]) -> list[str]:
+    """Variables /etc/rc.conf sets that ownas's fragments set differently.
+
+    A fragment wins only for the one rc script that reads it; /etc/rc.conf's value is what
+    every other script and the next boot's other readers see, and list entries would repeat.
+    """
+    conflicts = []
+    for name, value in sorted(ours.items()):
+        if name not in rc_conf:
+            continue
+        if name in LIST_VARIABLES:
+            mine = {w.split(":")[0] for w in _words(value, name)}
+            theirs = {w.split(":")[0] for w in rc_conf[name].split()}
+            if mine & theirs:
+                conflicts.append(f"{name} (both list {', '.join(sorted(mine & theirs))})")
+        elif rc_conf[name] != value:
+            conflicts.append(name)
+    # Routes: the same destination under another name in /etc/rc.conf.
+    our_routes = {_route_destination(v) for k, v in ours.items() if k.startswith("ipv6_route_")}
+    for name in rc_conf.get("ipv6_static_routes", "").split():
+        variable = "ipv6_route_" + re.sub(r"[.\-/+]", "_", name.split(":")[0])
+        args = rc_conf.get(variable)
+        if args and variable not in ours and _route_destination(args) in our_routes:
+            conflicts.append(f"{variable} (the same route as ownas's)")
+    return conflicts
+
+
+def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, Any]) -> Preflight:
+    """Judge one host from its facts (``found``); see ``gather`` for the keys."""
+    name = hp.name
+    problems: list[str] = []
+    notes: list[str] = []
+
+    uname = found["uname"]
+    if uname["system"] != "FreeBSD" or uname["major"] < MIN_MAJOR:
+        problems.append(
+            f"{name}: {uname['system']} {uname['release']}: ownas needs FreeBSD "
+            f"{MIN_MAJOR}.0 or later (pf.conf syntax, route(8) over netlink)"
+        )
+    securelevel = int(found["sysctl"].get("kern.securelevel") or -1)
+    if securelevel >= 3:
+        problems.append(
+            f"{name}: securelevel {securelevel} forbids changing pf rules: set kern_securelevel "
+            "to 2 or less in rc.conf and reboot"
+        )
+    shell = found["shell"]
+    if not shell.endswith("/sh"):
+        problems.append(
+            f"{name}: the deploy user's login shell is {shell or 'unknown'}; ownas needs "
+            "/bin/sh (csh breaks the quoting of commands): chsh -s /bin/sh"
+        )
+
+    client = found["ssh_client"]
+    if client and not any(IPAddress(client) in s for s in plan.network.trusted_sources):
+        problems.append(
+            f"{name}: this SSH session comes from {client}, which is not in trusted_sources: "
+            "the new pf.conf would refuse your next connection"
+        )
+
+    local = found["rc_conf_local"]
+    if local and any(line.strip() for line in local) and not local[0].startswith(HEADER):
+        problems.append(
+            f"{name}: {RC_CONF_LOCAL} exists and was not written by ownas, which owns it: move "
+            "its settings to /etc/rc.conf and rerun"
+        )
+
+    conflicts = rc_conf_conflicts(found["rc_conf"], rendered_variables(files))
+    if conflicts:
+        problems.append(
+            f"{name}: /etc/rc.conf also sets {', '.join(conflicts)}; ownas sets these in "
+            "/etc/rc.conf.d/ now: remove them from /etc/rc.conf (sysrc -x NAME) and rerun"
+        )
+
+    problems += _wan_problems(plan, hp, found["ifconfig"])
+
+    missing = tuple(sorted(set(hp.modules) - set(found["modules"])))
+    deferred: tuple[str, ...] = ()
+    pf_deferred = False
+    reboot: tuple[str, ...] = ()
+    if missing and securelevel >= 1:
+        deferred = tuple(t.interface for t in hp.tunnels if f"if_{t.kind}" in missing)
+        pf_deferred = bool({"pf", "pflog"} & set(missing))
+        reboot = missing
+        notes.append(
+            f"{name}: {', '.join(missing)} not in the kernel, and securelevel {securelevel} "
+            f"forbids loading modules: reboot {name} after this deploy (kld_list now loads "
+            "them at boot); until then "
+            + ", ".join([*deferred, *(["pf"] if pf_deferred else [])])
+            + " stay as they are"
+        )
+
+    old_netif = assignments(found["netif"])
+    old_tunnels = _words(old_netif.get("cloned_interfaces", ""), "cloned_interfaces")
+    planned_tunnels = {t.interface for t in hp.tunnels}
+    retired_tunnels = tuple(t for t in old_tunnels if t not in planned_tunnels)
+    old_loopback = old_netif.get("ifconfig_lo0_alias0", "").split()
+    loopback = old_loopback[1] if len(old_loopback) > 1 else None
+
+    old_routing = assignments(found["routing"])
+    planned_routes = {(r.destination, r.fib) for r in hp.routes}
+    retired_routes = []
+    for entry in _words(old_routing.get("ipv6_static_routes", ""), "ipv6_static_routes"):
+        args = old_routing.get("ipv6_route_" + entry.split(":")[0])
+        if args and _route_destination(args) not in planned_routes:
+            retired_routes.append(_route_destination(args))
+
+    return Preflight(
+        problems=tuple(problems),
+        notes=tuple(notes),
+        securelevel=securelevel,
+        missing_modules=missing,
+        deferred_tunnels=deferred,
+        pf_deferred=pf_deferred,
+        retired_tunnels=retired_tunnels,
+        retired_routes=tuple(sorted(retired_routes)),
+        old_loopback=loopback,
+        needs_reboot=reboot,
+    )
+
+
+def _wan_problems(plan: Plan, hp: HostPlan, ifconfig: dict[str, Any]) -> list[str]:
+    """ownas never renumbers a live uplink (it would cut the session): it must already match."""
+    if hp.role == "router":
+        wan = plan.router.wan
+        interface, wanted = wan.interface, [wan.ipv4.ip]
+        if wan.ipv6 is not None:
+            wanted.append(wan.ipv6.ip)
+        what = "the WAN"
+    else:
+        downstream = plan.network.downstream(hp.name)
+        interface, wanted, what = downstream.wan_interface, [downstream.endpoint], "the uplink"
+    live = ifconfig.get(interface)
+    if live is None:
+        return [f"{hp.name}: {interface} ({what}) does not exist"]
+    present = {IPAddress(a) for a in live.inet} | {IPAddress(a) for a, _p, _l in live.inet6}
+    absent = [str(a) for a in wanted if a not in present]
+    if absent:
+        return [
+            f"{hp.name}: {interface} ({what}) does not have {', '.join(absent)}: ownas does "
+            "not renumber a live uplink; correct the inventory or the host"
+        ]
+    return []
+
+
+def _read(target: Any, fact: type, **kwargs: Any) -> Any:
+    with ctx_host.use(target):
+        return get_fact(state, target, fact, kwargs=kwargs)
+
+
+def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
+    """Every fact ``evaluate`` needs from host ``target``."""
+    return {
+        "uname": _read(target, facts.Uname),
+        "sysctl": _read(target, facts.SysctlValues, names=("kern.securelevel", "net.fibs")),
+        "shell": _read(target, facts.LoginShell) or "",
+        "ssh_client": _read(target, facts.SshClient),
+        "modules": _read(target, facts.LoadedModules, modules=hp.modules),
+        "rc_conf_local": _read(target, FileContents, path=RC_CONF_LOCAL),
+        "rc_conf": _read(target, facts.RcConfVariables),
+        "netif": _read(target, FileContents, path=NETIF),
+        "routing": _read(target, FileContents, path=ROUTING),
+        "ifconfig": _read(target, facts.Ifconfig),
+    }

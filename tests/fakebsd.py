@@ -1,0 +1,614 @@
+"""A strict in-memory FreeBSD 14 for flow tests of deploy.py, behind pyinfra's @fake connector.
+
+Each simulated host keeps the state the deploy reads and changes (files, interfaces, routes per
+FIB, pf, FRR, modules, sysctls) and understands exactly the command shapes tasks.freebsd and
+pyinfra's file facts build. Any other command fails, as an unknown command would on FreeBSD.
+Real programs do what they can here: ``sh -n`` checks staged rc fragments, ``vtysh --dryrun``
+staged frr.conf, and ``service netif start`` reads the installed fragments with /bin/sh.
+Only FreeBSD's own commands are simulated.
+
+Run pyinfra with a world:  python -m tests.fakebsd WORLD.json -- <pyinfra arguments>
+The world (hosts and every command they ran, in order) is read from and written back to the
+JSON file, so a test can run the deploy several times and inspect what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netaddr import IPAddress, IPNetwork
+
+MISSING = "__pyinfra_missing_"
+
+
+@dataclass
+class Iface:
+    tunnel: list[str] | None = None
+    inet: list[str] = field(default_factory=list)
+    inet6: list[list[Any]] = field(default_factory=list)  # [address, peer or None, prefixlen]
+    fib: int = 0
+    tunnelfib: int = 0
+    mtu: int = 1280
+    description: str = ""
+    up: bool = True
+    kind: str = "ether"
+
+
+@dataclass
+class Host:
+    name: str
+    release: str = "14.3-RELEASE"
+    securelevel: int = -1
+    shell: str = "/bin/sh"
+    ssh_client: str = "198.51.100.100"
+    modules: list[str] = field(default_factory=lambda: ["if_gif"])
+    fibs: int = 1
+    files: dict[str, str] = field(default_factory=dict)
+    interfaces: dict[str, Iface] = field(default_factory=dict)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fib dest" -> route
+    packages: list[str] = field(default_factory=list)
+    pf_enabled: bool = False
+    pf_loaded: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    frr_running: str | None = None  # the configuration FRR runs
+    frr_connections: dict[str, int] = field(default_factory=dict)
+    fail: list[str] = field(default_factory=list)  # command prefixes that must fail
+
+
+@dataclass
+class World:
+    hosts: dict[str, Host]
+    log: list[list[str]] = field(default_factory=list)  # [host, command] in order
+    upstreams_down: list[str] = field(default_factory=list)  # BGP peers that never answer
+
+    @staticmethod
+    def load(path: Path) -> World:
+        raw = json.loads(path.read_text())
+        hosts = {}
+        for name, data in raw["hosts"].items():
+            data["interfaces"] = {k: Iface(**v) for k, v in data["interfaces"].items()}
+            hosts[name] = Host(**data)
+        return World(hosts, raw["log"], raw["upstreams_down"])
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    def run(self, name: str, command: str) -> tuple[bool, list[str], list[str]]:
+        self.log.append([name, command])
+        return Machine(self, self.hosts[name]).run(command)
+
+    def upload(self, name: str, path: str, content: str) -> None:
+        self.log.append([name, f"upload {path}"])
+        self.hosts[name].files[path] = content
+
+
+def pf_rules(content: str) -> list[str]:
+    """A stand-in for pfctl's parse-and-print: the file's rule lines, macros expanded."""
+    macros = dict(re.findall(r'^([A-Za-z_][A-Za-z0-9_]*) = "(.*)"$', content, re.M))
+    rules = []
+    for line in content.splitlines():
+        if re.match(r"^(pass|block|match|antispoof) ", line):
+            rules.append(re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", lambda m: macros[m[1]], line))
+    return rules
+
+
+def rc_values(content: str, *names: str) -> dict[str, str]:
+    """Source an rc fragment with the real /bin/sh and read variables from it."""
+    with tempfile.NamedTemporaryFile("w", suffix=".rc") as fragment:
+        fragment.write(content)
+        fragment.flush()
+        script = f'. "{fragment.name}"; ' + "".join(f'printf "%s\\0" "${n}"; ' for n in names)
+        output = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    return dict(zip(names, output.stdout.split("\0"), strict=False))
+
+
+def route_key(destination: str, fib: int) -> str:
+    network = IPNetwork("::/0") if destination == "default" else IPNetwork(destination)
+    return f"{fib} {network.cidr}"
+
+
+class Machine:
+    """Runs one command on one simulated host."""
+
+    def __init__(self, world: World, host: Host) -> None:
+        self.world, self.host = world, host
+
+    def run(self, command: str) -> tuple[bool, list[str], list[str]]:
+        if any(command.startswith(prefix) for prefix in self.host.fail):
+            return False, [], [f"{command.split()[0]}: failed (fakebsd: told to fail)"]
+        self.command = command
+        for pattern, handler in HANDLERS:
+            match = re.fullmatch(pattern, command)
+            if match:
+                return handler(self, *match.groups())
+        return False, [], [f"fakebsd: unsupported command: {command}"]
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def uname(self):
+        return True, [f"FreeBSD {self.host.release}"], []
+
+    def sysctl_get(self, names):
+        values = {"kern.securelevel": self.host.securelevel, "net.fibs": self.host.fibs}
+        return True, [str(values[n]) for n in names.split()], []
+
+    def ok(self, *lines):
+        return True, list(lines), []
+
+    def shell(self):
+        return self.ok(self.host.shell)
+
+    def ssh_client(self):
+        return self.ok(f"{self.host.ssh_client} 50222 22")
+
+    def kldstat(self, names):
+        return self.ok(*[m for m in names.split() if m in self.host.modules])
+
+    def cat(self, path, flag):
+        if path in self.host.files:
+            return self.ok(*self.host.files[path].splitlines())
+        return self.ok(flag)
+
+    def sha256(self, path):
+        import hashlib
+
+        if path not in self.host.files:
+            return self.ok()
+        digest = hashlib.sha256(self.host.files[path].encode()).hexdigest()
+        return self.ok(f"SHA256 ({path}) = {digest}")
+
+    def rc_conf(self):
+        lines = [f"{k}={shlex.quote(v)}" for k, v in self._rc_conf().items()]
+        return self.ok("OPTIND=1", *lines)
+
+    def _rc_conf(self) -> dict[str, str]:
+        content = self.host.files.get("/etc/rc.conf", "")
+        return dict(re.findall(r'^([A-Za-z_][A-Za-z0-9_]*)="(.*)"$', content, re.M))
+
+    def ifconfig(self):
+        lines = []
+        for name, i in self.host.interfaces.items():
+            flags = ["UP"] if i.up else []
+            flags += (
+                ["LOOPBACK"] if name == "lo0" else ["POINTOPOINT"] if i.tunnel is not None else []
+            )
+            flags += ["RUNNING", "MULTICAST"] if i.up else ["MULTICAST"]
+            lines.append(f"{name}: flags=8051<{','.join(flags)}> metric 0 mtu {i.mtu}")
+            if i.description:
+                lines.append(f"\tdescription: {i.description}")
+            if i.tunnel:
+                lines.append(f"\ttunnel inet {i.tunnel[0]} --> {i.tunnel[1]}")
+            lines += [f"\tinet {a} netmask 0xffffff00" for a in i.inet]
+            for address, peer, length in i.inet6:
+                arrow = f" --> {peer}" if peer else ""
+                lines.append(f"\tinet6 {address}{arrow} prefixlen {length}")
+            if i.fib:
+                lines.append(f"\tfib: {i.fib}")
+            if i.tunnelfib:
+                lines.append(f"\ttunnelfib: {i.tunnelfib}")
+        return self.ok(*lines)
+
+    def route_get(self, fib, destination):
+        route = self.host.routes.get(route_key(destination, int(fib)))
+        if route is None:
+            return self.ok()
+        network = IPNetwork("::/0") if destination == "default" else IPNetwork(destination)
+        lines = [
+            f"   route to: {network.network}",
+            f"destination: {network.network}",
+            f"       mask: {network.netmask}",
+        ]
+        flags = ["UP", "DONE", "STATIC"]
+        if route.get("gateway"):
+            lines.append(f"    gateway: {route['gateway']}")
+            flags.insert(1, "GATEWAY")
+        if route.get("reject"):
+            flags.append("REJECT")
+        lines += [f"        fib: {fib}", f"  interface: {route.get('interface') or 'lo0'}"]
+        lines.append(f"      flags: <{','.join(flags)}>")
+        return self.ok(*lines)
+
+    def pf_info(self):
+        if "pf" not in self.host.modules:
+            return self.ok()
+        state = "Enabled" if self.host.pf_enabled else "Disabled"
+        return self.ok(f"Status: {state} for 0 days 00:10:00".ljust(44) + "Debug: Urgent", "")
+
+    def pf_shown(self):
+        return self.ok(*self.host.pf_loaded)
+
+    def pf_expanded(self, path):
+        return self.ok(*pf_rules(self.host.files.get(path, "")))
+
+    def service_status(self, service):
+        running = service in self.host.services or (service == "frr" and self.host.frr_running)
+        return self.ok("running" if running else "")
+
+    def pkg_info(self, package):
+        return self.ok(f"{package}-10.5.1" if package in self.host.packages else "")
+
+    def bgp_neighbors(self):
+        return self.ok(json.dumps(self._sessions()))
+
+    def _sessions(self) -> dict[str, Any]:
+        if not self.host.frr_running:
+            return {}
+        sessions = {}
+        for peer in re.findall(r"^ neighbor (\S+) remote-as", self.host.frr_running, re.M):
+            up = peer not in self.world.upstreams_down and self._reaches(peer)
+            sessions[peer] = {
+                "bgpState": "Established" if up else "Active",
+                "connectionsEstablished": self.host.frr_connections.get(peer, 0),
+            }
+        return sessions
+
+    def _reaches(self, peer: str) -> bool:
+        """The peer is on a configured, up link (WAN subnet or a tunnel's far inner end)."""
+        for interface in self.host.interfaces.values():
+            for address, far, length in interface.inet6:
+                if not interface.up:
+                    continue
+                if far == peer or (
+                    far is None and IPAddress(peer) in IPNetwork(f"{address}/{length}")
+                ):
+                    return True
+        return False
+
+    def advertised(self, peer):
+        running = self.host.frr_running or ""
+        sessions = self._sessions()
+        routes = {}
+        if sessions.get(peer, {}).get("bgpState") == "Established":
+            for prefix in re.findall(r"^  network (\S+)$", running, re.M):
+                routes[prefix] = {"network": prefix}
+        return self.ok(json.dumps({"advertisedRoutes": routes}))
+
+    def frr_test(self, path, quiet):
+        if not self.host.frr_running:
+            return False, [], ["vtysh: failed to connect to any daemons."]
+        if self.host.files.get(path) is None:
+            return False, [], [f"Filename {path} does not exist"]
+        if quiet or self.host.files[path] == self.host.frr_running:
+            return self.ok()
+        return self.ok("", "Lines To Add", "============", "(the configuration differs)")
+
+    def ping(self, fib, source, address):
+        fib_n = int(fib or 0)
+        for name, interface in self.host.interfaces.items():
+            for local, far, _length in interface.inet6:
+                if far != address or interface.fib != fib_n or not interface.up:
+                    continue
+                if source and source != local and not self._own_address(source):
+                    continue
+                return self.ok("reply") if self._far_end_answers(name, interface) else self.ok()
+        return self.ok()
+
+    def _own_address(self, address: str) -> bool:
+        return any(a == address for i in self.host.interfaces.values() for a, _p, _l in i.inet6)
+
+    def _far_end_answers(self, name: str, interface: Iface) -> bool:
+        """A tunnel works when the far host has a tunnel naming us back with the mirrored pair."""
+        if interface.tunnel is None:
+            return False
+        for other in self.world.hosts.values():
+            if other is self.host:
+                continue
+            for far in other.interfaces.values():
+                if far.tunnel == [interface.tunnel[1], interface.tunnel[0]] and far.up:
+                    mine = {(a, p) for a, p, _l in interface.inet6}
+                    theirs = {(p, a) for a, p, _l in far.inet6}
+                    return bool(mine & theirs)
+        # An upstream (not simulated) answers on its configured tunnel.
+        return name.startswith("gre")
+
+    # --- changing --------------------------------------------------------------------------
+
+    def mkdir(self, _path):
+        return self.ok()
+
+    def validate_real(self, path):
+        """sh -n, vtysh --dryrun and grep are real here: run the very command on a copy."""
+        content = self.host.files.get(path)
+        if content is None:
+            return False, [], [f"{path}: No such file or directory"]
+        with tempfile.NamedTemporaryFile("w") as copy:
+            copy.write(content)
+            copy.flush()
+            command = self.command.replace(path, copy.name)
+            result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+        return result.returncode == 0, result.stdout.splitlines(), result.stderr.splitlines()
+
+    def validate_pf(self, path):
+        content = self.host.files.get(path)
+        if content is None:
+            return False, [], [f"pfctl: {path}: No such file or directory"]
+        if (
+            re.search(r"\brtable (\d+)", content)
+            and int(re.search(r"\brtable (\d+)", content)[1]) >= self.host.fibs
+        ):
+            return False, [], [f"{path}:40: invalid rtable id"]
+        return self.ok()
+
+    def install(self, target, _target2, _prev, new, _target3):
+        if new not in self.host.files:
+            return False, [], [f"mv: rename {new} to {target}: No such file or directory"]
+        if target in self.host.files:
+            self.host.files[target + ".ownas-prev"] = self.host.files[target]
+        self.host.files[target] = self.host.files.pop(new)
+        return self.ok()
+
+    def kldload(self, module):
+        if self.host.securelevel >= 1:
+            return False, [], [f"kldload: can't load {module}: Operation not permitted"]
+        self.host.modules.append(module)
+        return self.ok()
+
+    def sysctl_set(self, count):
+        if int(count) < self.host.fibs:
+            return (
+                False,
+                [f"net.fibs: {self.host.fibs}"],
+                ["sysctl: net.fibs=1: Capabilities insufficient"],
+            )
+        self.host.fibs = int(count)
+        return self.ok(f"net.fibs: {self.host.fibs} -> {count}")
+
+    def netif_start(self, name):
+        netif = self.host.files.get("/etc/rc.conf.d/netif", "")
+        names = [
+            f"ifconfig_{name}",
+            f"ifconfig_{name}_ipv6",
+            f"ifconfig_{name}_descr",
+            "cloned_interfaces",
+        ]
+        values = rc_values(netif, *names)
+        if name not in values["cloned_interfaces"].split():
+            return False, [], [f"ifconfig: interface {name} does not exist"]
+        if f"if_{name.rstrip('0123456789')}" not in self.host.modules:
+            return False, [], [f"ifconfig: SIOCIFCREATE2 ({name}): Invalid argument"]
+        words = values[f"ifconfig_{name}"].split()
+        interface = Iface(
+            kind=name.rstrip("0123456789"), mtu=1280 if name.startswith("gif") else 1476
+        )
+        interface.tunnel = [words[1], words[2]]
+        if "fib" in words:
+            interface.fib = int(words[words.index("fib") + 1])
+            if interface.fib >= self.host.fibs:
+                return False, [], ["ifconfig: ioctl (SIOCSIFFIB): Invalid argument"]
+        if "mtu" in words:
+            interface.mtu = int(words[words.index("mtu") + 1])
+        inner = values[f"ifconfig_{name}_ipv6"].split()
+        interface.inet6 = [[inner[1], inner[2], int(inner[4])]]
+        interface.description = values[f"ifconfig_{name}_descr"]
+        self.host.interfaces[name] = interface
+        routing = self.host.files.get("/etc/rc.conf.d/routing", "")
+        listed = rc_values(routing, "ipv6_static_routes")["ipv6_static_routes"].split()
+        for entry in listed:
+            if entry.endswith(f":{name}"):
+                args = rc_values(routing, f"ipv6_route_{entry.split(':')[0]}")
+                self._route("add", args[f"ipv6_route_{entry.split(':')[0]}"])
+        return self.ok()
+
+    def ifconfig_set(self, name, rest):
+        interface = self.host.interfaces.get(name)
+        if interface is None:
+            return False, [], [f"ifconfig: interface {name} does not exist"]
+        words = rest.split()
+        if words == ["destroy"]:
+            del self.host.interfaces[name]
+            for key in [k for k, r in self.host.routes.items() if r.get("via") == name]:
+                del self.host.routes[key]
+            return self.ok()
+        if words == ["up"]:
+            interface.up = True
+        elif words[0] == "tunnel" and len(words) == 3:
+            interface.tunnel = words[1:]
+        elif words[0] == "fib" and words[2] == "tunnelfib" and len(words) == 4:
+            if int(words[1]) >= self.host.fibs:
+                return False, [], ["ifconfig: ioctl (SIOCSIFFIB): Invalid argument"]
+            interface.fib, interface.tunnelfib = int(words[1]), int(words[3])
+        elif words[0] == "mtu" and len(words) == 2:
+            interface.mtu = int(words[1])
+        elif words[0] == "description":
+            interface.description = shlex.split(rest)[1]
+        elif words[0] == "inet6" and words[-1] == "-alias":
+            interface.inet6 = [e for e in interface.inet6 if e[0] != words[1]]
+        elif words[0] == "inet6" and words[-1] == "alias" and words[-3] == "prefixlen":
+            peer = words[2] if len(words) == 6 else None
+            interface.inet6.append([words[1], peer, int(words[-2])])
+        else:
+            return False, [], [f"ifconfig: {words[0]}: bad value"]
+        return self.ok()
+
+    def route(self, action, args):
+        return self._route(action, args)
+
+    def _route(self, action: str, args: str):
+        words = args.split()
+        fib = int(words[words.index("-fib") + 1]) if "-fib" in words else 0
+        if fib >= self.host.fibs:
+            return False, [], [f"route: invalid fib number: {fib}"]
+        key = route_key(words[0], fib)
+        if action == "delete":
+            if self.host.routes.pop(key, None) is None:
+                return False, [f"delete net {words[0]}: not in table"], []
+            return self.ok()
+        route: dict[str, Any] = {"reject": "-reject" in words}
+        if "-interface" in words:
+            route["interface"] = words[words.index("-interface") + 1]
+            route["via"] = route["interface"]
+            if route["interface"] not in self.host.interfaces:
+                return False, [], [f"route: interface '{route['interface']}' does not exist"]
+        elif not route["reject"]:
+            route["gateway"] = words[1]
+            route["via"] = next(
+                (
+                    n
+                    for n, i in self.host.interfaces.items()
+                    for a, p, _l in i.inet6
+                    if p == words[1]
+                ),
+                "",
+            )
+            route["interface"] = route["via"]
+        if action == "add" and key in self.host.routes:
+            return (
+                False,
+                [f"add net {words[0]}: route already in table"],
+                ["route: message indicates error: File exists"],
+            )
+        if action == "change" and key not in self.host.routes:
+            return False, [f"change net {words[0]}: not in table"], []
+        self.host.routes[key] = route
+        return self.ok(f"{action} net {words[0]}")
+
+    def pf_reload(self):
+        content = self.host.files.get("/etc/pf.conf", "")
+        if "pf" not in self.host.modules:
+            return False, [], ["pfctl: /dev/pf: No such file or directory"]
+        self.host.pf_loaded = pf_rules(content)
+        return self.ok()
+
+    def pf_enable(self):
+        self.host.pf_enabled = True
+        return self.ok("pf enabled")
+
+    def service_start(self, service):
+        if service == "frr":
+            if "frr10" not in self.host.packages:
+                return (
+                    False,
+                    [],
+                    ["frr does not exist in /etc/rc.d or the local startup directories"],
+                )
+            self.host.frr_running = self.host.files.get("/usr/local/etc/frr/frr.conf", "")
+            for peer in re.findall(r"^ neighbor (\S+) remote-as", self.host.frr_running, re.M):
+                self.host.frr_connections[peer] = self.host.frr_connections.get(peer, 0) + 1
+        elif service == "pflog":
+            if "pflog" not in self.host.modules:
+                return False, [], ["kldload: can't load pflog: Operation not permitted"]
+            self.host.services.append("pflog")
+        else:
+            return False, [], [f"{service} does not exist in /etc/rc.d"]
+        return self.ok()
+
+    def frr_reload(self):
+        if not self.host.frr_running:
+            return False, [], ["vtysh: failed to connect to any daemons."]
+        self.host.frr_running = self.host.files["/usr/local/etc/frr/frr.conf"]
+        return self.ok()
+
+    def pkg_install(self, package):
+        self.host.packages.append(package)
+        return self.ok(f"Installing {package}")
+
+
+_Q = r"'?([^' ]+)'?"
+HANDLERS: list[tuple[str, Any]] = [
+    (r"uname -sr", Machine.uname),
+    (r"sysctl -n ((?:[a-z.]+ ?)+)", Machine.sysctl_get),
+    (r'getent passwd "\$\(id -un\)" \| cut -d: -f7', Machine.shell),
+    (r'echo "\$SSH_CLIENT"', Machine.ssh_client),
+    (r'for m in ([a-z_ ]+); do kldstat -q -m "\$m" && echo "\$m"; done; true', Machine.kldstat),
+    (r"\( test -e (\S+) && cat \S+ \) \|\| echo (\S+)", Machine.cat),
+    (r"test -e (\S+) && \( sha256sum .* \) \|\| true", Machine.sha256),
+    (r"env -i /bin/sh -c '\. /etc/rc\.conf >/dev/null 2>&1; set'", Machine.rc_conf),
+    (r"ifconfig", Machine.ifconfig),
+    (r"route -n -6 get -fib (\d+) (\S+) 2>/dev/null; true", Machine.route_get),
+    (r"pfctl -s info 2>/dev/null; true", Machine.pf_info),
+    (r"pfctl -sr 2>/dev/null; true", Machine.pf_shown),
+    (r"pfctl -nvf (\S+) 2>/dev/null; true", Machine.pf_expanded),
+    (r"service (\w+) status >/dev/null 2>&1 && echo running; true", Machine.service_status),
+    (r"pkg info -E -- (\S+) 2> /dev/null \|\| true", Machine.pkg_info),
+    (r"vtysh -c 'show bgp neighbors json' 2>/dev/null; true", Machine.bgp_neighbors),
+    (
+        r"vtysh -c 'show bgp ipv6 neighbors (\S+) advertised-routes json' 2>/dev/null; true",
+        Machine.advertised,
+    ),
+    (
+        r"/usr/local/sbin/frr-reload\.py --test --confdir /usr/local/etc/frr --rundir "
+        r"/var/run/frr (\S+)( >/dev/null)?",
+        Machine.frr_test,
+    ),
+    (
+        r"(?:setfib (\d+) )?ping -6 -c 3 (?:-S (\S+) )?(\S+) >/dev/null 2>&1 && echo reply; true",
+        Machine.ping,
+    ),
+    (r"mkdir -p (\S+)", Machine.mkdir),
+    (r"sh -n (\S+)", Machine.validate_real),
+    (r"pfctl -nf (\S+\.ownas-new)", Machine.validate_pf),
+    (r"vtysh --dryrun -f (\S+)", Machine.validate_real),
+    (r"! grep -Ev .* (\S+)", Machine.validate_real),
+    (
+        r"if \[ -e (\S+) \]; then ln -f (\S+) (\S+); fi && mv -f (\S+) (\S+)",
+        Machine.install,
+    ),
+    (r"kldload -n (\S+)", Machine.kldload),
+    (r"sysctl net\.fibs=(\d+)", Machine.sysctl_set),
+    (r"service netif start (\S+)", Machine.netif_start),
+    (r"ifconfig (\S+) (.+)", Machine.ifconfig_set),
+    (r"route -6 (add|change|delete) (.+)", Machine.route),
+    (r"pfctl -nf /etc/pf\.conf && pfctl -f /etc/pf\.conf \|\| \{ .* \}", Machine.pf_reload),
+    (r"pfctl -e", Machine.pf_enable),
+    (r"service (\w+) start", Machine.service_start),
+    (
+        r"test -x /usr/local/sbin/frr-reload\.py \|\| \{ .* \}; "
+        r"/usr/local/sbin/frr-reload\.py --reload .* \|\| \{ .* \}",
+        Machine.frr_reload,
+    ),
+    (r"pkg install -y -- (\S+)", Machine.pkg_install),
+]
+
+
+def _install(world: World) -> None:
+    """Route pyinfra's @fake connector to the world."""
+    from pyinfra.connectors.fake import FakeConnector
+    from pyinfra.connectors.util import CommandOutput, OutputLine
+
+    def lookup(self: Any, command: str) -> tuple[bool, Any]:
+        ok, stdout, stderr = world.run(self.host.name.split("/", 1)[-1], command)
+        lines = [OutputLine("stdout", line) for line in stdout]
+        lines += [OutputLine("stderr", line) for line in stderr]
+        return ok, CommandOutput(lines)
+
+    def put_file(self: Any, filename_or_io: Any, remote_filename: str, *args: Any, **kwargs: Any):
+        filename_or_io.seek(0)
+        data = filename_or_io.read()
+        world.upload(
+            self.host.name.split("/", 1)[-1],
+            remote_filename,
+            data.decode() if isinstance(data, bytes) else data,
+        )
+        return True
+
+    FakeConnector._lookup_response = lookup  # type: ignore[method-assign]
+    FakeConnector.put_file = put_file  # type: ignore[method-assign]
+    FakeConnector._sleep = lambda self: None  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> int:
+    world_path = Path(argv[0])
+    world = World.load(world_path)
+    _install(world)
+    from pyinfra_cli.main import main as pyinfra_main
+
+    sys.argv = ["pyinfra", *argv[2:]]
+    try:
+        pyinfra_main()
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    finally:
+        world.save(world_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

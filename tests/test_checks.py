@@ -1,0 +1,152 @@
+"""Convergence checks from plain facts: one line per failure, naming host and check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tasks.checks import evaluate, pings_for
+from tasks.facts import Interface
+from tasks.inventory import load_inventory
+from tasks.plan import Plan, load
+from tasks.preflight import Preflight
+from tests.inventories import ROOT
+
+UP = ["UP", "POINTOPOINT", "RUNNING", "MULTICAST"]
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    return load(load_inventory(ROOT / "inventory.py", cwd=ROOT))
+
+
+def converged(plan: Plan, name: str) -> dict[str, Any]:
+    hp = plan.host(name)
+    interfaces = {
+        t.interface: Interface(
+            t.interface,
+            flags=UP,
+            tunnel=(str(t.source), str(t.destination)),
+            inet6=[(str(t.address), str(t.peer), 128)],
+            fib=t.fib,
+            up=True,
+        )
+        for t in hp.tunnels
+    }
+    routes = {}
+    for r in hp.routes:
+        found = {"flags": "UP,DONE,STATIC"}
+        if r.reject:
+            found["flags"] += ",REJECT"
+        elif r.gateway:
+            found.update(gateway=str(r.gateway), flags="UP,GATEWAY,DONE,STATIC")
+        else:
+            found["interface"] = r.interface
+        routes[(r.destination, r.fib)] = found
+    peers = [str(u.peer) for u in plan.router.upstreams]
+    return {
+        "ifconfig": interfaces,
+        "routes": routes,
+        "pf_status": "Enabled",
+        "pf_rules": ["pass out quick all flags S/SA keep state"],
+        "pf_file_rules": ["pass out quick all flags S/SA keep state"],
+        "pings": {key: True for key in pings_for(plan, hp, Preflight())},
+        "bgp": {p: {"state": "Established", "connections": 1} for p in peers},
+        "advertised": {p: [str(plan.network.prefix)] for p in peers},
+    }
+
+
+def lines(plan: Plan, name: str, pre: Preflight | None = None, **changes: Any) -> list[str]:
+    found = {**converged(plan, name), **changes}
+    return [f.line for f in evaluate(plan, plan.host(name), pre or Preflight(), found)]
+
+
+def test_converged_hosts_report_nothing(plan):
+    assert lines(plan, "router01") == []
+    assert lines(plan, "vps01") == []
+
+
+def test_tunnel_with_old_endpoint(plan):
+    found = converged(plan, "router01")
+    found["ifconfig"]["gif0"].tunnel = ("198.51.100.10", "203.0.113.99")
+    assert lines(plan, "router01", ifconfig=found["ifconfig"]) == [
+        "router01: tunnel gif0 to vps01: endpoints are 198.51.100.10 -> 203.0.113.99, "
+        "planned 198.51.100.10 -> 203.0.113.10"
+    ]
+
+
+def test_missing_and_down_tunnels(plan):
+    found = converged(plan, "router01")
+    del found["ifconfig"]["gre0"]
+    found["ifconfig"]["gif1"].up = False
+    assert lines(plan, "router01", ifconfig=found["ifconfig"]) == [
+        "router01: tunnel gif1 to dcgw01: is down",
+        "router01: tunnel gre0 to ifog: does not exist",
+    ]
+
+
+def test_downstream_tunnel_in_the_wrong_fib(plan):
+    found = converged(plan, "vps01")
+    found["ifconfig"]["gif0"].fib = 0
+    found["ifconfig"]["gif0"].tunnelfib = 1
+    assert lines(plan, "vps01", ifconfig=found["ifconfig"]) == [
+        "vps01: tunnel gif0 to router01: fib 0 tunnelfib 1, planned fib 1 tunnelfib 0"
+    ]
+
+
+def test_traffic_from_the_bgp_address_must_leave_through_the_tunnel(plan):
+    found = converged(plan, "vps01")
+    found["pings"][("2a06:9801:1c:ffff::1", "2a06:9801:1c:1000::1", 1)] = False
+    assert lines(plan, "vps01", pings=found["pings"]) == [
+        "vps01: traffic from 2a06:9801:1c:1000::1 does not leave through gif0 "
+        "(ping 2a06:9801:1c:ffff::1 from it in FIB 1): no reply"
+    ]
+
+
+def test_routes_missing_or_wrong(plan):
+    found = converged(plan, "router01")
+    found["routes"][("2a06:9801:1c::/48", 0)] = None
+    found["routes"][("2a06:9801:1c:1000::/64", 0)]["gateway"] = "2a06:9801:1c:ffff::4"
+    assert lines(plan, "router01", routes=found["routes"]) == [
+        "router01: route 2a06:9801:1c::/48 -reject: not in FIB 0 as planned",
+        "router01: route 2a06:9801:1c:1000::/64 2a06:9801:1c:ffff::2: not in FIB 0 as planned",
+    ]
+
+
+def test_pf_disabled_or_different_rules(plan):
+    assert lines(plan, "vps01", pf_status="Disabled") == ["vps01: pf is not enabled"]
+    assert lines(plan, "vps01", pf_rules=[]) == [
+        "vps01: pf has 0 rules loaded, /etc/pf.conf expands to 1 that differ"
+    ]
+
+
+def test_bgp_sessions_and_the_announcement(plan):
+    found = converged(plan, "router01")
+    found["bgp"]["2001:db8:100::ff"]["state"] = "Active"
+    found["advertised"]["2001:db8:300::1"] = []
+    findings = evaluate(plan, plan.host("router01"), Preflight(), found)
+    assert [(f.line, f.waitable) for f in findings] == [
+        (
+            "router01: BGP ifog (2001:db8:300::1, AS34927): 2a06:9801:1c::/48 is not advertised",
+            True,
+        ),
+        ("router01: BGP lagrange (2001:db8:100::ff, AS209735): Active, not Established", True),
+    ]
+
+
+def test_an_unconfigured_unmanaged_site_is_a_warning(plan):
+    found = converged(plan, "router01")
+    found["pings"][("2a06:9801:1c:ffff::4", None, 0)] = False
+    findings = evaluate(plan, plan.host("router01"), Preflight(), found)
+    assert len(findings) == 1 and findings[0].warning and not findings[0].waitable
+    assert "unmanaged dcgw01: is its side configured? see its settings.txt" in findings[0].line
+
+
+def test_a_pending_reboot_is_reported_and_what_waits_for_it_is_not_checked(plan):
+    found = converged(plan, "router01")
+    del found["ifconfig"]["gre0"]
+    pre = Preflight(securelevel=2, deferred_tunnels=("gre0",), needs_reboot=("if_gre",))
+    assert lines(plan, "router01", pre, ifconfig=found["ifconfig"]) == [
+        "router01: reboot: if_gre can only load at boot at securelevel 2"
+    ]

@@ -1,0 +1,16 @@
+"""Fact tests in pyinfra's fixture style: tests/facts/<fact>/*.json give the command, genuine
+FreeBSD output (each fixture names its source) and the parsed fact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra_testing.facts import make_fact_tests
+
+FIXTURES = Path(__file__).parent / "facts"
+
+for _directory in sorted(p for p in FIXTURES.iterdir() if p.is_dir()):
+    _case = make_fact_tests("tasks", _directory.name, _directory)
+    globals()[f"Test{_directory.name.split('.')[-1]}"] = _case
+
+del _case, _directory  # only the Test* names above are test classes

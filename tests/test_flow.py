@@ -1,0 +1,289 @@
+"""Flow tests of deploy.py: the real pyinfra CLI runs deploy.py against simulated FreeBSD hosts
+(tests/fakebsd.py behind pyinfra's @fake connector) and the tests read what each host ran.
+
+They prove the order (stage, validate, install, tunnels, routes, pf, FRR, checks; the router
+before any downstream), that a rerun changes nothing, that a dry run changes nothing, that moving
+a VPS touches only its tunnel and the firewalls, and what each failure leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakebsd import Host, Iface, World
+from tests.inventories import ROOT, host, upstream, write
+
+# Commands that only read state; everything else a host runs is an action.
+READS = re.compile(
+    r"^(uname -sr|sysctl -n |getent passwd|echo \"\$SSH_CLIENT\"|for m in |\( test -e |"
+    r"test -e .* sha256sum|env -i /bin/sh|ifconfig$|route -n -6 get|pfctl -s info|pfctl -sr|"
+    r"pfctl -nvf|service \w+ status|pkg info|vtysh -c 'show|"
+    r"/usr/local/sbin/frr-reload\.py --test .*/frr\.conf$|(setfib \d+ )?ping )"
+)
+
+
+def fresh_world() -> World:
+    """router01 and vps01 as installed: uplink configured, nothing of ownas's yet."""
+    rc_conf = 'hostname="{}"\nsshd_enable="YES"\n'
+    router = Host(
+        "router01",
+        files={"/etc/rc.conf": rc_conf.format("router01")},
+        interfaces={
+            "vtnet0": Iface(
+                inet=["198.51.100.10"], inet6=[["2001:db8:100::96", None, 64]], mtu=1500
+            ),
+            "lo0": Iface(inet=["127.0.0.1"], inet6=[["::1", None, 128]], mtu=16384),
+        },
+    )
+    vps = Host(
+        "vps01",
+        files={"/etc/rc.conf": rc_conf.format("vps01")},
+        interfaces={
+            "vtnet0": Iface(inet=["203.0.113.10"], mtu=1500),
+            "lo0": Iface(inet=["127.0.0.1"], inet6=[["::1", None, 128]], mtu=16384),
+            "bastille0": Iface(inet=["10.254.254.1"], mtu=1500),
+        },
+    )
+    return World({"router01": router, "vps01": vps})
+
+
+class Lab:
+    """A world file, an inventory of @fake hosts, and a way to run pyinfra against them."""
+
+    def __init__(self, directory: Path, ref: dict[str, Any]) -> None:
+        self.directory = directory
+        self.world_path = directory / "world.json"
+        self.ref = ref
+        self.runs = 0
+        fresh_world().save(self.world_path)
+
+    @property
+    def world(self) -> World:
+        return World.load(self.world_path)
+
+    def edit_world(self, change) -> None:
+        world = self.world
+        change(world)
+        world.save(self.world_path)
+
+    def deploy(self, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+        """Run `pyinfra inventory.py deploy.py ARGS`; return the result and the commands run."""
+        self.runs += 1
+        inventory_dir = self.directory / f"run{self.runs}"
+        data = {**self.ref, "inventory": {}}
+        for group, hosts in self.ref["inventory"].items():
+            data["inventory"][group] = [
+                (f"@fake/{name}", {**values, "fake_delay": 0}) for name, values in hosts
+            ]
+        inventory = write(inventory_dir, data)
+        before = len(self.world.log)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakebsd",
+                str(self.world_path),
+                "--",
+                str(inventory),
+                "deploy.py",
+                *args,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"},
+            timeout=300,
+        )
+        return result, self.world.log[before:]
+
+
+def actions(log: list[list[str]], name: str | None = None) -> list[str]:
+    return [c for h, c in log if (name is None or h == name) and not READS.match(c)]
+
+
+def first(log: list[list[str]], name: str, pattern: str) -> int:
+    return next(i for i, (h, c) in enumerate(log) if h == name and re.search(pattern, c))
+
+
+def last(log: list[list[str]], name: str, pattern: str) -> int:
+    return max(i for i, (h, c) in enumerate(log) if h == name and re.search(pattern, c))
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ref: dict[str, Any]) -> Lab:
+    ref["all"]["check_timeout"] = 0  # the simulated hosts converge at once or not at all
+    return Lab(tmp_path, ref)
+
+
+def test_first_deploy_converges_in_order(lab: Lab) -> None:
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    # The router finishes, checks included, before vps01 does anything.
+    router_done = last(log, "router01", r"show bgp neighbors json")
+    assert all(
+        i > router_done for i, (h, c) in enumerate(log) if h == "vps01" and not READS.match(c)
+    )
+    for name in ("router01", "vps01"):
+        staged = last(log, name, r"^(upload|sh -n|pfctl -nf \S+\.ownas-new|vtysh --dryrun)")
+        installed = first(log, name, r"^if \[ -e ")
+        assert staged < installed < first(log, name, r"^service netif start gif0")
+        assert first(log, name, r"^service netif start") < first(log, name, r"^route -6 add")
+        assert first(log, name, r"^route -6 add") < first(log, name, r"^pfctl -nf /etc/pf\.conf &&")
+    assert first(log, "router01", r"^pfctl -nf /etc/pf\.conf &&") < first(
+        log, "router01", r"^service frr start"
+    )
+    # FIB 1 exists before vps01's pf.conf (rtable 1) is validated and its tunnel joins FIB 1.
+    assert first(log, "vps01", r"^sysctl net\.fibs=2") < first(log, "vps01", r"^pfctl -nf \S+new")
+    # Never a restart of anything live.
+    assert not [c for _h, c in log if re.search(r"service (netif|routing|pf|frr) restart", c)]
+
+    world = lab.world
+    router, vps = world.hosts["router01"], world.hosts["vps01"]
+    assert router.interfaces["gif0"].tunnel == ["198.51.100.10", "203.0.113.10"]
+    assert router.interfaces["gif1"].tunnel == ["198.51.100.10", "192.0.2.50"]
+    assert router.interfaces["gre0"].tunnel == ["198.51.100.10", "198.51.100.44"]
+    assert vps.interfaces["gif0"].tunnel == ["203.0.113.10", "198.51.100.10"]
+    assert (vps.interfaces["gif0"].fib, vps.interfaces["gif0"].tunnelfib) == (1, 0)
+    assert sorted(router.routes) == [
+        "0 2a06:9801:1c:1000::/64",
+        "0 2a06:9801:1c:2000::/62",
+        "0 2a06:9801:1c::/48",
+    ]
+    assert sorted(vps.routes) == [
+        "1 2001:db8:200:0:1000::/68",
+        "1 2a06:9801:1c:1000::/64",
+        "1 ::/0",
+    ]
+    assert router.pf_enabled and router.pf_loaded and vps.pf_enabled
+    assert router.frr_connections == {"2001:db8:300::1": 1, "2001:db8:100::ff": 1}
+    # The unmanaged site is not configured in this world: reported, but not a failure.
+    assert "unmanaged dcgw01" in result.stderr
+
+
+def test_rerun_changes_nothing(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert actions(log) == []
+    assert lab.world.hosts["router01"].frr_connections == {
+        "2001:db8:300::1": 1,
+        "2001:db8:100::ff": 1,
+    }
+
+
+def test_dry_run_shows_the_diff_and_the_reloads_and_changes_nothing(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    upstream(lab.ref, "lagrange")["prepend"] = 3
+    before = lab.world
+    result, log = lab.deploy("--dry", "--diff")
+    assert result.returncode == 0, result.stderr
+    assert actions(log) == []
+    assert lab.world.hosts == before.hosts
+    output = result.stderr
+    assert "will modify /usr/local/etc/frr/frr.conf" in output
+    assert "-  set as-path prepend 201379 201379\n" in output
+    assert "+  set as-path prepend 201379 201379 201379\n" in output
+    assert "will run: test -x /usr/local/sbin/frr-reload.py" in output
+    assert "frr-reload.py --reload --confdir" in output
+    assert "will run: pfctl" not in output  # pf.conf does not change
+
+
+def test_moving_a_vps_touches_its_tunnel_and_the_firewalls_only(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    host(lab.ref, "vps01")["ssh_hostname"] = "203.0.113.99"
+
+    def moved(world: World) -> None:  # the provider gave the VPS a new address
+        world.hosts["vps01"].interfaces["vtnet0"].inet = ["203.0.113.99"]
+
+    lab.edit_world(moved)
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    reloads = [
+        c
+        for c in actions(log)
+        if not re.match(r"upload|sh -n|pfctl -nf \S+new|vtysh|if \[|mkdir", c)
+    ]
+    assert [c for c in reloads if "pfctl" not in c] == [
+        "ifconfig gif0 tunnel 198.51.100.10 203.0.113.99",
+        "ifconfig gif0 tunnel 203.0.113.99 198.51.100.10",
+    ]
+    assert len([c for c in reloads if c.startswith("pfctl -nf /etc/pf.conf &&")]) == 2
+    installed = sorted(c.split()[3] for c in actions(log) if c.startswith("if [ -e "))
+    assert installed == [
+        "/etc/pf.conf",
+        "/etc/pf.conf",
+        "/etc/rc.conf.d/netif",
+        "/etc/rc.conf.d/netif",
+    ]
+    assert not [c for c in actions(log) if re.search(r"gif1|gre0|frr-reload|service frr", c)]
+    assert lab.world.hosts["router01"].frr_connections == {
+        "2001:db8:300::1": 1,
+        "2001:db8:100::ff": 1,
+    }
+
+
+def test_a_file_that_fails_validation_is_not_installed(lab: Lab) -> None:
+    lab.edit_world(lambda w: w.hosts["router01"].fail.append("pfctl -nf /etc/pf.conf.ownas-new"))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "router01" in result.stderr and "told to fail" in result.stderr
+    assert not [c for c in actions(log, "router01") if c.startswith("if [ -e ")]
+    assert actions(log, "vps01") == []
+    assert "/etc/pf.conf" not in lab.world.hosts["router01"].files
+
+
+def test_a_router_that_does_not_converge_stops_before_any_downstream(lab: Lab) -> None:
+    lab.edit_world(lambda w: w.upstreams_down.append("2001:db8:100::ff"))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert (
+        "router01: BGP lagrange (2001:db8:100::ff, AS209735): Active, not Established"
+        in result.stderr
+    )
+    assert actions(log, "vps01") == []
+
+
+def test_a_preflight_problem_on_any_host_changes_nothing_anywhere(lab: Lab) -> None:
+    def old(world: World) -> None:
+        world.hosts["vps01"].release = "13.2-RELEASE"
+        world.hosts["router01"].shell = "/bin/csh"
+
+    lab.edit_world(old)
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "vps01: FreeBSD 13.2-RELEASE: ownas needs FreeBSD 14.0 or later" in result.stderr
+    assert "router01: the deploy user's login shell is /bin/csh" in result.stderr
+    assert actions(log) == []
+
+
+def test_a_bad_inventory_contacts_no_host(lab: Lab) -> None:
+    lab.ref["all"]["asn"] = 65001
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "all.asn: 65001 is in 64512-65534, for private use (RFC 6996)" in result.stderr
+    assert "no host was contacted" in result.stderr
+    assert log == []
+
+
+def test_a_module_that_securelevel_keeps_out_waits_for_a_reboot(lab: Lab) -> None:
+    def hardened(world: World) -> None:
+        router = world.hosts["router01"]
+        router.securelevel = 2
+        router.modules = ["if_gif", "pf", "pflog"]  # if_gre is not loaded
+
+    lab.edit_world(hardened)
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "reboot router01 after this deploy" in result.stderr
+    assert "router01: reboot: if_gre can only load at boot at securelevel 2" in result.stderr
+    assert not [c for c in actions(log) if c.startswith("kldload") or "gre0" in c]
+    # Everything else was applied: the boot configuration now loads if_gre.
+    assert "if_gre" in lab.world.hosts["router01"].files["/etc/rc.conf.d/kld"]
+    assert "gif0" in lab.world.hosts["router01"].interfaces
