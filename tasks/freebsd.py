@@ -179,6 +179,15 @@ def grow_fibs(count: int) -> str:
     return f"sysctl net.fibs={int(count)}"
 
 
+# rc.conf's ipv6_gateway_enable / gateway_enable take effect at boot (rc.d/routing); live, the
+# deploy sets the same sysctls.
+FORWARDING = {"ipv6": "net.inet6.ip6.forwarding", "ipv4": "net.inet.ip.forwarding"}
+
+
+def enable_forwarding(family: str) -> str:
+    return f"sysctl {FORWARDING[family]}=1"
+
+
 def netif_start(interface: str) -> str:
     """Create and configure one interface from rc.conf, and re-add its NAME:IF routes."""
     return f"service netif start {q(interface)}"

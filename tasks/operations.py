@@ -119,6 +119,18 @@ def fibs(count: int):
 
 
 @operation()
+def forwarding(families: list[str]):
+    """Turn on packet forwarding for ``families`` (ipv6, ipv4) now; rc.conf does it at boot."""
+    names = tuple(freebsd.FORWARDING[f] for f in families)
+    values = host.get_fact(SysctlValues, names=names)
+    off = [f for f in families if values.get(freebsd.FORWARDING[f]) != "1"]
+    if not off:
+        host.noop("forwarding is on")
+        return
+    yield from _announce([freebsd.enable_forwarding(f) for f in off])
+
+
+@operation()
 def tunnels(
     planned: list[Tunnel],
     loopback: str,

@@ -93,6 +93,7 @@ class HostPlan:
     fibs: int  # value for net.fibs: FIB numbers 0 .. fibs-1 exist
     modules: tuple[str, ...]  # kernel modules the configuration needs
     securelevel: int | None = None
+    forwarding: tuple[str, ...] = ("ipv6",)  # families the host forwards
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,8 @@ def _downstream_plan(network: Network, downstream: Downstream) -> HostPlan:
         fibs=fib + 1,
         modules=_modules([tunnel]),
         securelevel=downstream.securelevel,
+        # The jails' private IPv4 is forwarded to be NATed.
+        forwarding=("ipv6", "ipv4") if downstream.lan and downstream.lan.nat else ("ipv6",),
     )
 
 

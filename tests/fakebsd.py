@@ -26,7 +26,10 @@ from typing import Any
 
 from netaddr import IPAddress, IPNetwork
 
+from tasks.lab import pf
+
 MISSING = "__pyinfra_missing_"
+FORWARDING = ("net.inet6.ip6.forwarding", "net.inet.ip.forwarding")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Host:
     ssh_client: str = "198.51.100.100"
     modules: list[str] = field(default_factory=lambda: ["if_gif"])
     fibs: int = 1
+    forwarding: dict[str, int] = field(default_factory=dict)  # sysctl name -> value
     files: dict[str, str] = field(default_factory=dict)
     interfaces: dict[str, Iface] = field(default_factory=dict)
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fib dest" -> route
@@ -90,14 +94,9 @@ class World:
         self.hosts[name].files[path] = content
 
 
-def pf_rules(content: str) -> list[str]:
-    """A stand-in for pfctl's parse-and-print: the file's rule lines, macros expanded."""
-    macros = dict(re.findall(r'^([A-Za-z_][A-Za-z0-9_]*) = "(.*)"$', content, re.M))
-    rules = []
-    for line in content.splitlines():
-        if re.match(r"^(pass|block|match|antispoof) ", line):
-            rules.append(re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", lambda m: macros[m[1]], line))
-    return rules
+def pf_rules(content: str, fibs: int = 16) -> list[str]:
+    """What pfctl prints for ``content``: the lab's strict stand-in parser does the parsing."""
+    return pf.parse(content, fibs=fibs).rules
 
 
 def rc_values(content: str, *names: str) -> dict[str, str]:
@@ -138,6 +137,7 @@ class Machine:
 
     def sysctl_get(self, names):
         values = {"kern.securelevel": self.host.securelevel, "net.fibs": self.host.fibs}
+        values.update({n: self.host.forwarding.get(n, 0) for n in FORWARDING})
         return True, [str(values[n]) for n in names.split()], []
 
     def ok(self, *lines):
@@ -226,7 +226,7 @@ class Machine:
         return self.ok(*self.host.pf_loaded)
 
     def pf_expanded(self, path):
-        return self.ok(*pf_rules(self.host.files.get(path, "")))
+        return self.ok(*pf_rules(self.host.files.get(path, ""), self.host.fibs))
 
     def service_status(self, service):
         running = service in self.host.services or (service == "frr" and self.host.frr_running)
@@ -330,11 +330,10 @@ class Machine:
         content = self.host.files.get(path)
         if content is None:
             return False, [], [f"pfctl: {path}: No such file or directory"]
-        if (
-            re.search(r"\brtable (\d+)", content)
-            and int(re.search(r"\brtable (\d+)", content)[1]) >= self.host.fibs
-        ):
-            return False, [], [f"{path}:40: invalid rtable id"]
+        try:
+            pf.parse(content, path, fibs=self.host.fibs)
+        except pf.PfError as error:
+            return False, [], [str(error)]
         return self.ok()
 
     def install(self, target, _target2, _prev, new, _target3):
@@ -350,6 +349,10 @@ class Machine:
             return False, [], [f"kldload: can't load {module}: Operation not permitted"]
         self.host.modules.append(module)
         return self.ok()
+
+    def sysctl_forwarding(self, name, value):
+        self.host.forwarding[name] = int(value)
+        return self.ok(f"{name}: 0 -> {value}")
 
     def sysctl_set(self, count):
         if int(count) < self.host.fibs:
@@ -474,7 +477,7 @@ class Machine:
         content = self.host.files.get("/etc/pf.conf", "")
         if "pf" not in self.host.modules:
             return False, [], ["pfctl: /dev/pf: No such file or directory"]
-        self.host.pf_loaded = pf_rules(content)
+        self.host.pf_loaded = pf_rules(content, self.host.fibs)
         return self.ok()
 
     def pf_enable(self):
@@ -514,7 +517,7 @@ class Machine:
 _Q = r"'?([^' ]+)'?"
 HANDLERS: list[tuple[str, Any]] = [
     (r"uname -sr", Machine.uname),
-    (r"sysctl -n ((?:[a-z.]+ ?)+)", Machine.sysctl_get),
+    (r"sysctl -n ((?:[a-z0-9.]+ ?)+)", Machine.sysctl_get),
     (r'getent passwd "\$\(id -un\)" \| cut -d: -f7', Machine.shell),
     (r'echo "\$SSH_CLIENT"', Machine.ssh_client),
     (r'for m in ([a-z_ ]+); do kldstat -q -m "\$m" && echo "\$m"; done; true', Machine.kldstat),
@@ -553,6 +556,7 @@ HANDLERS: list[tuple[str, Any]] = [
     ),
     (r"kldload -n (\S+)", Machine.kldload),
     (r"sysctl net\.fibs=(\d+)", Machine.sysctl_set),
+    (r"sysctl (net\.inet6?\.ip6?\.forwarding)=([01])", Machine.sysctl_forwarding),
     (r"service netif start (\S+)", Machine.netif_start),
     (r"ifconfig (\S+) (.+)", Machine.ifconfig_set),
     (r"route -6 (add|change|delete) (.+)", Machine.route),

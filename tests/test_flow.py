@@ -135,7 +135,12 @@ def test_first_deploy_converges_in_order(lab: Lab) -> None:
         installed = first(log, name, r"^if \[ -e ")
         assert staged < installed < first(log, name, r"^service netif start gif0")
         assert first(log, name, r"^service netif start") < first(log, name, r"^route -6 add")
-        assert first(log, name, r"^route -6 add") < first(log, name, r"^pfctl -nf /etc/pf\.conf &&")
+        assert first(log, name, r"^route -6 add") < first(
+            log, name, r"^sysctl net.inet6.ip6.forwarding=1"
+        )
+        assert first(log, name, r"^sysctl net.inet6") < first(
+            log, name, r"^pfctl -nf /etc/pf\.conf &&"
+        )
     assert first(log, "router01", r"^pfctl -nf /etc/pf\.conf &&") < first(
         log, "router01", r"^service frr start"
     )
