@@ -6,11 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # frr: vtysh and FRR's daemons check and run the generated frr.conf; bird2 plays the upstreams;
-# openssh carries the deploy; iproute2 builds the lab's namespaces.
-APT_PACKAGES := frr frr-pythontools bird2 openssh-server openssh-client iproute2 iputils-ping \
-	procps python3-venv
+# openssh carries the deploy (socat into the lab's namespaces); iproute2 and util-linux
+# (unshare, nsenter) build the lab.
+APT_PACKAGES := frr frr-pythontools bird2 openssh-server openssh-client socat iproute2 \
+	util-linux iputils-ping procps python3-venv
+# `make demo` keeps its lab apart from one you run yourself (`ownas lab up`, in .lab).
+DEMO := --dir .lab-demo --prefix ownas-demo
 
-.PHONY: all deps system-deps test lint golden clean
+.PHONY: all deps system-deps test lint golden demo clean
 
 all: test
 
@@ -33,6 +36,14 @@ lint: $(BIN)/ownas
 test: deps lint
 	$(BIN)/pytest
 
+# The example inventory deployed end to end in the lab, then the convergence report; the lab is
+# removed at the end, also when a step fails.
+demo: deps
+	$(BIN)/ownas lab up $(DEMO)
+	trap '$(BIN)/ownas lab down $(DEMO)' EXIT; \
+		$(BIN)/pyinfra .lab-demo/inventory.py deploy.py -y && \
+		echo && $(BIN)/ownas lab status $(DEMO)
+
 # Regenerate the golden files after an intended change, then review the diff line by line
 # against shared/reference/reference-network.md and update tests/golden/REVIEW.md.
 golden: $(BIN)/ownas
@@ -41,4 +52,4 @@ golden: $(BIN)/ownas
 	git diff --stat -- tests/golden
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .lab-demo

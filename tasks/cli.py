@@ -6,6 +6,7 @@ Exit status: 0 fine, 1 the inventory has problems (one line each on stderr), 2 u
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -87,9 +88,38 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    # Imported here: the lab is Linux-only and needs root; check and render need neither.
+    from tasks.lab import status
+    from tasks.lab.lab import Lab, LabError
+
+    lab = Lab(Path(args.dir), prefix=args.prefix)
+    try:
+        if args.action == "up":
+            inventory = lab.up(Path(args.inventory))
+            print(f"lab up in {lab.dir}; deploy with:  pyinfra {inventory} deploy.py -y")
+        elif args.action == "status":
+            found = status.gather(lab)
+            if args.json:
+                print(json.dumps(found, indent=2, sort_keys=True))
+            else:
+                sys.stdout.write(status.report(found))
+        else:
+            removed = lab.down()
+            print(
+                f"lab down: removed {len(removed)} namespaces"
+                + (f" ({', '.join(removed)})" if removed else "")
+            )
+    except LabError as error:
+        print(f"ownas lab {args.action}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
-        prog="ownas", description="Run your own AS on FreeBSD: check and render the inventory."
+        prog="ownas",
+        description="Run your own AS on FreeBSD: check and render the inventory, try it in a lab.",
     )
     commands = main.add_subparsers(dest="command", required=True)
 
@@ -113,6 +143,20 @@ def parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, help="directory; files go to DIR/<host>/<path>"
     )
     render.set_defaults(func=cmd_render)
+    lab = with_inventory(
+        commands.add_parser(
+            "lab",
+            help="run the deploy end to end on this Linux machine (root): namespaces, real SSH, "
+            "FRR, BIRD upstreams",
+        )
+    )
+    lab.add_argument("action", choices=("up", "status", "down"))
+    lab.add_argument("--dir", default=".lab", help="where the lab keeps its state (default: .lab)")
+    lab.add_argument(
+        "--prefix", default="ownas", help="prefix of the lab's namespace names (default: ownas)"
+    )
+    lab.add_argument("--json", action="store_true", help="status as JSON")
+    lab.set_defaults(func=cmd_lab)
     return main
 
 

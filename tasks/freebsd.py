@@ -28,6 +28,7 @@ from tasks.plan import Route, Tunnel
 # Where things live on a FreeBSD 14 host with the net/frr10 port.
 FRR_CONFDIR = "/usr/local/etc/frr"
 FRR_CONF = f"{FRR_CONFDIR}/frr.conf"
+VTYSH_CONF = f"{FRR_CONFDIR}/vtysh.conf"
 FRR_RUNDIR = "/var/run/frr"
 FRR_RELOAD = "/usr/local/sbin/frr-reload.py"
 PF_CONF = "/etc/pf.conf"
@@ -149,12 +150,19 @@ def validator(path: str) -> str | None:
     new = q(staged(path))
     if path == PF_CONF:
         return f"pfctl -nf {new}"
-    if path == FRR_CONF:
+    if path in (FRR_CONF, VTYSH_CONF):
         return f"vtysh --dryrun -f {new}"
     if path.startswith("/boot/"):
         # loader.conf: only NAME="VALUE" lines and comments (grep -v finds any other line).
         return f'! grep -Ev \'^(#.*|[A-Za-z_][A-Za-z0-9_.]*="[^"]*")?$\' {new}'
     return f"sh -n {new}"
+
+
+def refuse_unless(check: str, path: str) -> str:
+    """Run a validation ``check`` of the staged ``path``; on failure say that nothing was
+    installed (the staged file waits beside the live one for inspection)."""
+    message = f"{path}: the new version failed validation and was not installed ({staged(path)})"
+    return f"{check} || {{ echo {q(message)} >&2; exit 1; }}"
 
 
 def frr_semantic_check(path: str) -> str:

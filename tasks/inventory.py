@@ -15,6 +15,7 @@ from pyinfra.api.state import State
 from pyinfra.context import ctx_state
 from pyinfra_cli.exceptions import CliError, UnexpectedExternalError
 from pyinfra_cli.inventory import make_inventory
+from pyinfra_cli.util import PYTHON_CODES
 
 from tasks.model import InventoryError
 
@@ -29,6 +30,9 @@ def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
     pyinfra_logger = logging.getLogger("pyinfra")
     level = pyinfra_logger.level
     pyinfra_logger.setLevel(logging.ERROR)
+    # pyinfra keeps every file it executed compiled, by name: read the files as they are now
+    # (a long-lived process, such as the lab's tests, loads an inventory again after an edit).
+    PYTHON_CODES.clear()
     try:
         # pyinfra executes inventory and group data files with a state in context.
         with ctx_state.use(State()):

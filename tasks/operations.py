@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from io import StringIO
-from typing import Protocol
+from typing import Any, Protocol
 
 import gevent
 from netaddr import IPAddress, IPNetwork
 from pyinfra import host, logger, state
-from pyinfra.api import FileUploadCommand, OperationError, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, operation
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations.util.files import generate_color_diff
 
@@ -74,9 +74,9 @@ def stage(path: str, content: str):
     # Uploaded straight to the staging name (with sudo, pyinfra's connector goes through a
     # temporary file itself).
     yield FileUploadCommand(StringIO(content), new)
-    yield freebsd.validator(path)
+    yield freebsd.refuse_unless(freebsd.validator(path), path)
     if path == freebsd.FRR_CONF and host.get_fact(ServiceRunning, service="frr"):
-        yield freebsd.frr_semantic_check(path)
+        yield freebsd.refuse_unless(freebsd.frr_semantic_check(path), path)
 
 
 @operation()
@@ -283,9 +283,16 @@ def converged(check: Callable[[], list[Finding]], timeout: int, interval: float 
     for finding in findings:
         _say(finding.line, logger.warning if finding.warning else logger.error)
     if failures:
-        raise OperationError(f"{len(failures)} check(s) did not converge within {timeout} s")
+        message = f"{len(failures)} check(s) did not converge within {timeout} s"
+        yield FunctionCommand(_fail, (message,), {})
+        return
     host.noop("converged")
-    yield from ()
+
+
+def _fail(state: Any, host: Any, message: str) -> bool:
+    """Fail the host with ``message`` (a function command returning False: no traceback)."""
+    _say(message, logger.error)
+    return False
 
 
 def _poll(check: Callable[[], list[Finding]], timeout: int, interval: float) -> list[Finding]:

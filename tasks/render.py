@@ -29,7 +29,11 @@ COMMON_FILES = (
     "/etc/rc.conf.d/pflog",
     "/etc/pf.conf",
 )
-ROUTER_FILES = ("/etc/rc.conf.d/frr", "/usr/local/etc/frr/frr.conf")
+ROUTER_FILES = (
+    "/etc/rc.conf.d/frr",
+    "/usr/local/etc/frr/vtysh.conf",
+    "/usr/local/etc/frr/frr.conf",
+)
 SECURELEVEL_FILE = "/etc/rc.conf.d/securelevel"
 LOADER_FILE = "/boot/loader.conf.d/ownas.conf"
 # Modules GENERIC has built in: listing them in kld_list only makes rc.d/kld warn at boot.

@@ -333,7 +333,8 @@ class Machine:
         try:
             pf.parse(content, path, fibs=self.host.fibs)
         except pf.PfError as error:
-            return False, [], [str(error)]
+            refused = re.search(r"echo '([^']*)' >&2", self.command)
+            return False, [], [str(error)] + ([refused.group(1)] if refused else [])
         return self.ok()
 
     def install(self, target, _target2, _prev, new, _target3):
@@ -515,6 +516,8 @@ class Machine:
 
 
 _Q = r"'?([^' ]+)'?"
+# freebsd.refuse_unless around a validation: the message when it fails.
+_REFUSED = r" \|\| \{ echo '[^']*' >&2; exit 1; \}"
 HANDLERS: list[tuple[str, Any]] = [
     (r"uname -sr", Machine.uname),
     (r"sysctl -n ((?:[a-z0-9.]+ ?)+)", Machine.sysctl_get),
@@ -538,7 +541,7 @@ HANDLERS: list[tuple[str, Any]] = [
     ),
     (
         r"/usr/local/sbin/frr-reload\.py --test --confdir /usr/local/etc/frr --rundir "
-        r"/var/run/frr (\S+)( >/dev/null)?",
+        r"/var/run/frr (\S+)( >/dev/null)?(?:" + _REFUSED + ")?",
         Machine.frr_test,
     ),
     (
@@ -546,10 +549,10 @@ HANDLERS: list[tuple[str, Any]] = [
         Machine.ping,
     ),
     (r"mkdir -p (\S+)", Machine.mkdir),
-    (r"sh -n (\S+)", Machine.validate_real),
-    (r"pfctl -nf (\S+\.ownas-new)", Machine.validate_pf),
-    (r"vtysh --dryrun -f (\S+)", Machine.validate_real),
-    (r"! grep -Ev .* (\S+)", Machine.validate_real),
+    (r"sh -n (\S+)" + _REFUSED, Machine.validate_real),
+    (r"pfctl -nf (\S+\.ownas-new)" + _REFUSED, Machine.validate_pf),
+    (r"vtysh --dryrun -f (\S+)" + _REFUSED, Machine.validate_real),
+    (r"! grep -Ev .* (\S+)" + _REFUSED, Machine.validate_real),
     (
         r"if \[ -e (\S+) \]; then ln -f (\S+) (\S+); fi && mv -f (\S+) (\S+)",
         Machine.install,

@@ -61,3 +61,12 @@ def test_every_neighbor_has_an_inbound_and_an_outbound_policy(frr_conf):
 def test_communities_are_emitted_sorted(frr_conf):
     # The reference writes 34927:9501 34927:9301; FRR stores them sorted, so emit them sorted.
     assert " set community 34927:9301 34927:9501 additive\n" in frr_conf.read_text()
+
+
+def test_vtysh_accepts_the_generated_vtysh_conf(tmp_path):
+    plan = load(load_inventory(ROOT / "inventory.py", cwd=ROOT))
+    path = tmp_path / "vtysh.conf"
+    path.write_text(render_host(plan, "router01")["/usr/local/etc/frr/vtysh.conf"])
+    result = dryrun(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "service integrated-vtysh-config" in path.read_text().splitlines()

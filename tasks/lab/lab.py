@@ -1,0 +1,520 @@
+"""``ownas lab``: the whole deploy, end to end, on one Linux machine (root; Debian's frr, bird2,
+openssh-server, socat).
+
+Every managed host is a network namespace with its own mount, UTS and PID namespaces (see
+tasks.lab.init): its own /etc (a copy of this machine's, root's shell /bin/sh), /usr/local,
+/boot and /run, and sshd listening on the trusted controller address, reached through
+``socat`` as an SSH ProxyCommand, so the root namespace gets no address. FreeBSD's commands are
+stand-ins on PATH (tasks.lab.standin). Every upstream is a namespace running BIRD 2 with the
+upstream's ASN and a sample of a full table. ``inet`` joins the router's WAN segment (a bridge
+with the gateways and the WAN upstreams), each downstream's uplink, and the tunnels (a bridge
+each; tasks.lab.links).
+
+Only addresses inside these namespaces are touched. ``down`` ends the processes running in the
+lab's namespaces (found by namespace, so only what the lab started) and deletes the namespaces,
+also after a failed run: it finds them by the lab's prefix, not only through lab.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from tasks.inventory import load_inventory
+from tasks.lab import links
+from tasks.lab.links import HIDDEN
+from tasks.lab.topology import Topology, Upstream, build
+from tasks.plan import Plan, load
+from tasks.render import TEMPLATES
+
+PROJECT = Path(__file__).resolve().parents[2]
+# What the stand-ins answer for; everything else is the real Linux program.
+STANDINS = (
+    "ifconfig",
+    "kldload",
+    "kldstat",
+    "pfctl",
+    "ping",
+    "pkg",
+    "route",
+    "service",
+    "setfib",
+    "sysctl",
+    "uname",
+)
+RELEASE = "14.3-RELEASE"
+INITIAL_MODULES = ("if_gif",)  # in GENERIC
+PROGRAMS = ("ip", "unshare", "nsenter", "socat", "bird", "birdc", "vtysh", "ssh-keygen")
+
+
+class LabError(Exception):
+    """The lab cannot be built or used (not root, a program missing, a namespace taken)."""
+
+
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def _netns_names() -> list[str]:
+    listing = _run(["ip", "netns", "list"]).stdout
+    return [line.split()[0] for line in listing.splitlines() if line.strip()]
+
+
+class Lab:
+    """One lab, kept in ``directory`` (lab.json, keys, host roots, logs)."""
+
+    def __init__(self, directory: Path, prefix: str = "ownas") -> None:
+        self.dir = directory.resolve()
+        self.prefix = prefix
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    # --- where things are --------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "lab.json"
+
+    @property
+    def inventory(self) -> Path:
+        """The inventory pyinfra uses to deploy to the lab's hosts."""
+        return self.dir / "inventory.py"
+
+    def namespace(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def host_dir(self, name: str) -> Path:
+        return self.dir / "hosts" / name
+
+    def state(self) -> dict[str, Any]:
+        if not self.state_path.exists():
+            raise LabError(f"no lab in {self.dir} (run `ownas lab up`)")
+        return json.loads(self.state_path.read_text())
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.state_path.write_text(json.dumps(state, indent=1, sort_keys=True))
+
+    # --- running things in the lab -------------------------------------------------------------
+
+    def ip(self, name: str, *args: str, check: bool = True) -> None:
+        """``ip`` in lab namespace ``name`` (always ``-n``: the root namespace is not the lab's)."""
+        _run(["ip", "-n", self.namespace(name), *args], check=check)
+
+    def run_in(self, name: str, argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside lab host ``name`` (its network, mount, UTS and PID namespaces)."""
+        init = self.state()["inits"][name]["init"]
+        return _run(["nsenter", "-t", str(init), "-m", "-u", "-n", "-p", "--", *argv], check=check)
+
+    # --- up ------------------------------------------------------------------------------------
+
+    def up(self, inventory: Path) -> Path:
+        """Build the lab for ``inventory``, or bring a running one in line with it; return the
+        lab inventory."""
+        self._preconditions()
+        inventory = inventory.resolve()
+        plan = load(load_inventory(inventory, cwd=inventory.parent))
+        topology = build(plan)
+        if self.state_path.exists():
+            self._update(topology)
+        else:
+            try:
+                self._create(plan, topology)
+            except BaseException:
+                self.down()
+                raise
+        self._write_inventory(inventory)
+        with links.locked(self.dir):
+            links.reconcile(self.dir)
+        return self.inventory
+
+    def _preconditions(self) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces)")
+        for program in PROGRAMS:
+            if shutil.which(program) is None:
+                raise LabError(f"{program} is missing: `make deps` installs it")
+        if not Path("/usr/sbin/sshd").exists():
+            raise LabError("/usr/sbin/sshd is missing: `make deps` installs openssh-server")
+        for path in (PROJECT, Path(sys.prefix)):
+            if path.is_relative_to("/usr/local"):
+                raise LabError(
+                    f"{path} is under /usr/local, which each lab host replaces with its own"
+                )
+
+    def _create(self, plan: Plan, topology: Topology) -> None:
+        taken = [n for n in _netns_names() if n.startswith(f"{self.prefix}-")]
+        if taken:
+            raise LabError(f"namespaces {', '.join(taken)} exist: run `ownas lab down` first")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        names = [*topology.managed, *(u.name for u in topology.upstreams), "inet"]
+        state: dict[str, Any] = {
+            "prefix": self.prefix,
+            "asn": plan.network.asn,
+            "namespaces": {name: self.namespace(name) for name in names},
+            "hosts": {name: {"dir": str(self.host_dir(name))} for name in topology.managed},
+            "upstreams": {},
+            "inits": {},
+            "topology": asdict(topology),
+        }
+        self._save(state)
+        for name in names:
+            _run(["ip", "netns", "add", self.namespace(name)])
+            self.ip(name, "link", "set", "lo", "up")
+            self._sysctl(
+                name, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"
+            )
+        self._sysctl("inet", "net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1")
+        self._keys(topology)
+        self._launchers()
+        self._underlay(topology)
+        self._tunnels(topology)
+        for name in topology.managed:
+            self._host(topology, name, state)
+        for upstream in topology.upstreams:
+            self._upstream(plan, topology, upstream, state)
+
+    def _update(self, topology: Topology) -> None:
+        """A running lab follows the inventory's underlay: a VPS that moved gets its new address
+        (as its provider would give it), and an sshd that was stopped is started again."""
+        state = self.state()
+        old = state["topology"]
+        new = json.loads(json.dumps(asdict(topology)))  # as lab.json holds it: lists
+        underlay = ("wan", "gateways", "inet_addresses")
+        if {k: v for k, v in old.items() if k not in underlay} != {
+            k: v for k, v in new.items() if k not in underlay
+        }:
+            raise LabError(
+                "the inventory's hosts, upstreams or tunnels changed: "
+                "`ownas lab down`, then `ownas lab up`"
+            )
+        for name in topology.managed:
+            if old["wan"][name] != topology.wan[name]:
+                for address in old["wan"][name]:
+                    self.ip(name, "addr", "del", address, "dev", "vtnet0", check=False)
+                for address in old["inet_addresses"][name]:
+                    self.ip("inet", "addr", "del", address, "dev", f"u-{name}", check=False)
+                self._uplink_addresses(topology, name)
+            if not self._sshd_running(name):
+                self._start_sshd(name)
+        state["topology"] = new
+        self._save(state)
+
+    def _sysctl(self, name: str, *settings: str) -> None:
+        _run(["ip", "netns", "exec", self.namespace(name), "sysctl", "-q", "-w", *settings])
+
+    def _keys(self, topology: Topology) -> None:
+        """The operator's key, a host key per host, known_hosts and the SSH config for them."""
+        key = self.dir / "id_ed25519"
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ownas-lab", "-f", str(key)])
+        shutil.copy(key.with_suffix(".pub"), self.dir / "authorized_keys")
+        controller = topology.controller
+        family, address = ("TCP6", f"[{controller}]") if ":" in controller else ("TCP4", controller)
+        known, config = [], []
+        for name in topology.managed:
+            directory = self.host_dir(name)
+            directory.mkdir(parents=True)
+            host_key = directory / "ssh_host_ed25519_key"
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
+            alias = self.namespace(name)
+            public = host_key.with_suffix(".pub").read_text().split()[:2]
+            known.append(f"{alias} {' '.join(public)}")
+            config += [
+                f"Host {alias}",
+                "  User root",
+                f"  IdentityFile {key}",
+                # The session starts at the controller address inside the namespace, so the host
+                # sees SSH from a trusted source, as it would in production.
+                f"  ProxyCommand nsenter --net=/run/netns/{alias} socat STDIO "
+                f"{family}:{address}:22,bind={address}",
+                "",
+            ]
+        (self.dir / "known_hosts").write_text("\n".join(known) + "\n")
+        (self.dir / "ssh_config").write_text("\n".join(config))
+
+    def _launchers(self) -> None:
+        """LAB/bin/<command>: the stand-ins, first on every lab host's PATH."""
+        bin_dir = self.dir / "bin"
+        bin_dir.mkdir()
+        for command in STANDINS:
+            launcher = bin_dir / command
+            launcher.write_text(
+                f"#!/bin/sh\nPYTHONPATH={PROJECT} exec {sys.executable} "
+                f'-m tasks.lab.standin {command} "$@"\n'
+            )
+            launcher.chmod(0o755)
+
+    def _veth(self, a: str, a_name: str, b: str, b_name: str, up: bool = True) -> None:
+        near = [a_name, "netns", self.namespace(a)]
+        far = [b_name, "netns", self.namespace(b)]
+        _run(["ip", "link", "add", *near, "type", "veth", "peer", "name", *far])
+        if up:
+            self.ip(a, "link", "set", a_name, "up")
+            self.ip(b, "link", "set", b_name, "up")
+
+    def _underlay(self, topology: Topology) -> None:
+        """The router's WAN segment (bridge ``wan``), each downstream's uplink, jail bridges."""
+        self.ip("inet", "link", "add", "wan", "type", "bridge")
+        self.ip("inet", "link", "set", "wan", "up")
+        for address in topology.inet_addresses[topology.router]:
+            self.ip("inet", "addr", "add", address, "dev", "wan", "nodad")
+        self._veth(topology.router, "vtnet0", "inet", f"u-{topology.router}")
+        self.ip("inet", "link", "set", f"u-{topology.router}", "master", "wan")
+        for upstream in topology.upstreams:
+            if not upstream.tunnel:
+                self._veth(upstream.name, upstream.interface, "inet", f"u-{upstream.name}")
+                self.ip("inet", "link", "set", f"u-{upstream.name}", "master", "wan")
+                self.ip(
+                    upstream.name,
+                    *("addr", "add", f"{upstream.address}/{upstream.prefixlen}"),
+                    *("dev", upstream.interface, "nodad"),
+                )
+        for name in topology.managed[1:]:
+            self._veth(name, "vtnet0", "inet", f"u-{name}")
+        for name in topology.managed:
+            self._uplink_addresses(topology, name)
+        for name, interface in topology.lan.items():
+            self._veth(name, interface, name, HIDDEN + interface)
+
+    def _uplink_addresses(self, topology: Topology, name: str) -> None:
+        for address in topology.wan[name]:
+            self.ip(name, "addr", "add", address, "dev", "vtnet0", "nodad")
+        if name != topology.router:
+            for address in topology.inet_addresses[name]:
+                self.ip("inet", "addr", "add", address, "dev", f"u-{name}", "nodad")
+        for gateway in topology.gateways[name]:
+            family = "-6" if ":" in gateway else "-4"
+            self.ip(name, family, "route", "replace", "default", "via", gateway)
+
+    def _tunnels(self, topology: Topology) -> None:
+        """A bridge per tunnel in ``inet``; the hosts' ends hidden until the deploy creates
+        them; an upstream's end configured as the upstream configured it."""
+        for link in topology.tunnels:
+            bridge, a, b = links.ports(asdict(link))
+            self.ip("inet", "link", "add", bridge, "type", "bridge")
+            self.ip("inet", "link", "set", bridge, "up")
+            self._veth(link.a.host, HIDDEN + link.a.interface, "inet", a, up=False)
+            self.ip("inet", "link", "set", a, "master", bridge)
+            if link.b is None:
+                continue  # an unmanaged site: the lab runs nothing behind it
+            far = link.b.interface if link.b_endpoints else HIDDEN + link.b.interface
+            self._veth(link.b.host, far, "inet", b, up=False)
+            self.ip("inet", "link", "set", b, "master", bridge)
+        for upstream in topology.upstreams:
+            if upstream.tunnel:
+                # Up first: Linux installs an address's routes only on an interface that is up.
+                self.ip(upstream.name, "link", "set", upstream.interface, "up")
+                self.ip(
+                    upstream.name,
+                    *("addr", "add", upstream.address, "peer", upstream.peer),
+                    *("dev", upstream.interface, "nodad"),
+                )
+
+    def _host(self, topology: Topology, name: str, state: dict[str, Any]) -> None:
+        """A managed host: a fresh FreeBSD as far as the deploy can tell, with sshd running."""
+        directory = self.host_dir(name)
+        root = directory / "root"
+        for sub in ("etc", "usr-local", "boot"):
+            (root / sub).mkdir(parents=True)
+        _run(["cp", "-a", "/etc/.", str(root / "etc")])
+        passwd = root / "etc/passwd"
+        root_shell = r"^(root:[^:]*:0:0:[^:]*:[^:]*):.*$"
+        passwd.write_text(re.sub(root_shell, r"\1:/bin/sh", passwd.read_text(), flags=re.M))
+        (root / "etc/rc.conf").write_text(f'hostname="{name}"\nsshd_enable="YES"\n')
+        for stale in ("rc.conf.local", "pf.conf"):
+            (root / "etc" / stale).unlink(missing_ok=True)
+        shutil.rmtree(root / "etc/rc.conf.d", ignore_errors=True)
+        links.save_state(
+            directory,
+            {
+                "name": name,
+                "release": RELEASE,
+                "securelevel": -1,
+                "fibs": 1,
+                "modules": list(INITIAL_MODULES),
+                "packages": [],
+                "pf": {"enabled": False, "rules": []},
+                "services": [],
+                "tunnels": {},
+                "rules": [],
+            },
+        )
+        (directory / "log.jsonl").write_text("")
+        self.ip(name, "link", "set", "lo", "name", "lo0")
+        length = 32 if "." in topology.controller else 128
+        self.ip(name, "addr", "add", f"{topology.controller}/{length}", "dev", "lo0")
+        binds = [
+            [str(root / "etc"), "/etc"],
+            [str(root / "usr-local"), "/usr/local"],
+            [str(root / "boot"), "/boot"],
+        ]
+        state["inits"][name] = self._init(
+            name,
+            {
+                "hostname": name,
+                "binds": binds,
+                "ensure": ["/run/sshd"],
+                "private": {"/run/frr": "frr:frr"},
+            },
+        )
+        self._save(state)
+        self._render(
+            "sshd_config.j2",
+            directory / "sshd_config",
+            dir=directory,
+            lab=self.dir,
+            name=name,
+            controller=topology.controller,
+        )
+        self._start_sshd(name)
+
+    def _upstream(
+        self, plan: Plan, topology: Topology, upstream: Upstream, state: dict[str, Any]
+    ) -> None:
+        directory = self.dir / "upstreams" / upstream.name
+        directory.mkdir(parents=True)
+        config = directory / "bird.conf"
+        self._render(
+            "bird.conf.j2",
+            config,
+            dir=directory,
+            upstream=upstream,
+            sample=topology.sample,
+            router=topology.router,
+            asn=plan.network.asn,
+        )
+        socket = directory / "bird.ctl"
+        state["inits"][upstream.name] = self._init(upstream.name, {})
+        state["upstreams"][upstream.name] = {"dir": str(directory), "socket": str(socket)}
+        self._save(state)
+        self.run_in(upstream.name, ["bird", "-c", str(config), "-s", str(socket)])
+
+    def _init(self, name: str, config: dict[str, Any]) -> dict[str, int]:
+        """Start the namespace's PID 1 (tasks.lab.init); return its processes' PIDs here."""
+        directory = self.dir / "init" / name
+        directory.mkdir(parents=True)
+        ready = directory / "ready"
+        (directory / "config.json").write_text(json.dumps({**config, "ready": str(ready)}))
+        with open(directory / "log", "ab") as log:
+            # Mounts propagate from the machine (slave): /run/netns stays current inside.
+            unshare = ["unshare", "--pid", "--kill-child", "--mount", "--uts", "--propagation"]
+            init = [sys.executable, "-m", "tasks.lab.init", str(directory / "config.json")]
+            child = subprocess.Popen(
+                ["ip", "netns", "exec", self.namespace(name), *unshare, "slave", *init],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(PROJECT)},
+            )
+        self._children.append(child)
+        for _ in range(200):
+            if ready.exists():
+                break
+            if child.poll() is not None:
+                raise LabError(f"{name}: namespace init failed: {(directory / 'log').read_text()}")
+            time.sleep(0.05)
+        else:
+            raise LabError(f"{name}: namespace init did not start")
+        children = Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()
+        return {"unshare": child.pid, "init": int(children[0])}
+
+    def _start_sshd(self, name: str) -> None:
+        directory = self.host_dir(name)
+        config, log = str(directory / "sshd_config"), str(directory / "sshd.log")
+        self.run_in(name, ["/usr/sbin/sshd", "-f", config, "-E", log])
+
+    def _sshd_running(self, name: str) -> bool:
+        pid_file = self.host_dir(name) / "sshd.pid"
+        if not pid_file.exists():
+            return False
+        probe = self.run_in(name, ["kill", "-0", pid_file.read_text().strip()], check=False)
+        return probe.returncode == 0
+
+    def stop_sshd(self, name: str) -> None:
+        """Make host ``name`` unreachable over SSH (its sshd stops; everything else runs on)."""
+        pid = (self.host_dir(name) / "sshd.pid").read_text().strip()
+        self.run_in(name, ["kill", pid])
+        for _ in range(100):
+            if not self._sshd_running(name):
+                return
+            time.sleep(0.05)
+        raise LabError(f"{name}: sshd did not stop")
+
+    def _write_inventory(self, source: Path) -> None:
+        """inventory.py (and group_data/) pointing pyinfra at the lab's hosts.
+
+        The lab inventory reads the real one each time, so an edit to it (a moved VPS) is what
+        the next deploy sees; only how pyinfra connects is the lab's.
+        """
+        connection = {
+            "ssh_user": "root",
+            "ssh_key": str(self.dir / "id_ed25519"),
+            "ssh_config_file": str(self.dir / "ssh_config"),
+            "ssh_known_hosts_file": str(self.dir / "known_hosts"),
+            "ssh_strict_host_key_checking": "yes",
+        }
+        self._render(
+            "inventory.py.j2",
+            self.inventory,
+            source=str(source),
+            connection=connection,
+            alias_prefix=f"{self.prefix}-",
+        )
+        group_data = self.dir / "group_data"
+        shutil.rmtree(group_data, ignore_errors=True)
+        group_data.mkdir()
+        for path in sorted((source.parent / "group_data").glob("*.py")):
+            self._render("group_data.py.j2", group_data / path.name, source=str(path))
+
+    def _render(self, template: str, target: Path, **context: Any) -> None:
+        env = Environment(
+            loader=FileSystemLoader(TEMPLATES / "lab"),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        target.write_text(env.get_template(template).render(**context))
+
+    # --- down ----------------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Remove every namespace, link and process the lab made; also after a failed run."""
+        namespaces = sorted(n for n in _netns_names() if n.startswith(f"{self.prefix}-"))
+        for namespace in namespaces:
+            # Everything running in a lab namespace was started by the lab; each PID namespace
+            # ends with its PID 1 (the unshare'd tasks.lab.init), which is among them.
+            for pid in _run(["ip", "netns", "pids", namespace], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for child in self._children:
+            child.wait(timeout=10)
+        self._children.clear()
+        for namespace in namespaces:
+            for _ in range(100):
+                if not _run(["ip", "netns", "pids", namespace], check=False).stdout.split():
+                    break
+                time.sleep(0.05)
+            # Links first: a namespace with sockets can linger after `ip netns del`.
+            listing = _run(["ip", "-n", namespace, "-o", "link", "show"], check=False).stdout
+            for name in re.findall(r"^\d+: ([^:@]+)", listing, flags=re.M):
+                if name not in ("lo", "lo0"):
+                    _run(["ip", "-n", namespace, "link", "del", name], check=False)
+            _run(["ip", "netns", "del", namespace], check=False)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        return namespaces

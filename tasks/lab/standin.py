@@ -1,0 +1,764 @@
+"""FreeBSD 14's commands, as the deploy runs them, for a lab host. Test infrastructure.
+
+No FreeBSD kernel runs here, so ``uname``, ``sysctl``, ``kldstat``, ``kldload``, ``ifconfig``,
+``route``, ``pfctl``, ``service``, ``pkg``, ``ping`` and ``setfib`` are these stand-ins, first on
+every lab host's PATH. Each accepts exactly the FreeBSD syntax the deploy uses and rejects
+anything else with a non-zero exit and FreeBSD's message; where Linux has an equivalent it is
+applied, so that packets really flow:
+
+- interfaces, addresses, MTU, descriptions (ifalias); a tunnel is a veth pair that carries
+  packets only while both ends' outer endpoints name each other (tasks.lab.links);
+- routes, FIB N as routing table N (FIB 0: main), an interface in FIB N as
+  ``ip rule iif IF lookup N``, reject routes as ``unreachable``;
+- ``setfib N ping`` as a ping marked N with ``ip rule fwmark N lookup N``;
+- pf's routing (``rtable``, ``reply-to``) as policy rules; pf's filtering is not applied;
+- forwarding sysctls; FRR started for real (``service frr start``).
+
+What has no equivalent is recorded in the host's state.json (pf enabled and the loaded rules,
+packages, kernel modules, the securelevel, FreeBSD-only tunnel settings), and every call goes
+to the host's log.jsonl (command, exit status), which the tests read. pf.conf is parsed by
+tasks.lab.pf, a strict stand-in for pfctl's parser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tasks.lab import links
+
+MODULE_OF = {"gif": "if_gif", "gre": "if_gre"}
+RULE_PRIORITY = {"pf": 20000, "fib": 21000, "mark": 22000}
+FRR_BIN = Path("/usr/lib/frr")
+FRR_CONFDIR = "/usr/local/etc/frr"
+FRR_VERSION = "10.5.1"
+RELOAD_WRAPPER = '#!/bin/sh\nexec /usr/bin/python3 /usr/lib/frr/frr-reload.py "$@"\n'
+
+
+class Refused(Exception):
+    """FreeBSD would refuse this command line: message for stderr, and the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Host:
+    """One lab host: its state (state.json), the lab around it, and Linux inside its namespace."""
+
+    def __init__(self) -> None:
+        self.dir = Path(os.environ["OWNAS_LAB_HOST"])
+        self.lab = Path(os.environ["OWNAS_LAB"])
+        self.state = links.load_state(self.dir)
+
+    def save(self) -> None:
+        links.save_state(self.dir, self.state)
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            raise Refused(result.stderr.strip() or f"ip {' '.join(args)} failed")
+        return result
+
+    def links(self) -> list[dict[str, Any]]:
+        """Interfaces with their addresses and details (-d: the description, ifalias)."""
+        return json.loads(self.ip("-j", "-d", "addr", "show").stdout or "[]")
+
+    def table(self, fib: int) -> str:
+        if fib >= self.state["fibs"]:
+            raise Refused(f"route: invalid fib number: {fib}", 64)
+        return "main" if fib == 0 else str(fib)
+
+    def add_rule(self, kind: str, spec: list[str], interface: str | None = None) -> None:
+        """A Linux policy rule the lab owns (recorded, so that it can be removed again)."""
+        family = "-6" if any(":" in word for word in spec) or kind != "pf" else "-4"
+        self.state["rule_serial"] = serial = self.state.get("rule_serial", 0) + 1
+        priority = RULE_PRIORITY[kind] + serial
+        self.ip(family, "rule", "add", "priority", str(priority), *spec)
+        rule = {"kind": kind, "family": family, "priority": priority}
+        if interface is not None:
+            rule["interface"] = interface
+        self.state["rules"].append(rule)
+
+    def drop_rules(self, kind: str, interface: str | None = None) -> None:
+        """Remove the lab's rules of ``kind`` (only those for ``interface``, if given)."""
+        for rule in self.state["rules"][:]:
+            if rule["kind"] != kind or (interface and rule.get("interface") != interface):
+                continue
+            self.ip(rule["family"], "rule", "del", "priority", str(rule["priority"]), check=False)
+            self.state["rules"].remove(rule)
+
+
+# --- uname, sysctl, kldstat, kldload ---------------------------------------------------------
+
+
+def uname(host: Host, args: list[str]) -> int:
+    if args != ["-sr"]:
+        raise Refused("usage: uname [-abiKmnoprsUv]")
+    print(f"FreeBSD {host.state['release']}")
+    return 0
+
+
+SYSCTL_FILES = {
+    "net.inet6.ip6.forwarding": "/proc/sys/net/ipv6/conf/all/forwarding",
+    "net.inet.ip.forwarding": "/proc/sys/net/ipv4/ip_forward",
+}
+
+
+def sysctl(host: Host, args: list[str]) -> int:
+    if args[:1] == ["-n"] and len(args) > 1:
+        status = 0
+        for name in args[1:]:
+            value = _sysctl_value(host, name)
+            if value is None:
+                print(f"sysctl: unknown oid '{name}'", file=sys.stderr)
+                status = 1
+            else:
+                print(value)
+        return status
+    if len(args) == 1 and "=" in args[0]:
+        name, value = args[0].split("=", 1)
+        old = _sysctl_value(host, name)
+        if old is None:
+            raise Refused(f"sysctl: unknown oid '{name}'")
+        if name == "net.fibs":
+            if not value.isdigit() or int(value) < host.state["fibs"]:
+                print(f"{name}: {old}")
+                raise Refused(f"sysctl: {args[0]}: Capabilities insufficient")
+            host.state["fibs"] = int(value)
+        elif name in SYSCTL_FILES and value in ("0", "1"):
+            Path(SYSCTL_FILES[name]).write_text(value)
+        else:
+            raise Refused(f"sysctl: oid '{name}' is read only")
+        print(f"{name}: {old} -> {value}")
+        return 0
+    raise Refused("usage: sysctl [-n] name[=value] ...")
+
+
+def _sysctl_value(host: Host, name: str) -> str | None:
+    if name == "kern.securelevel":
+        return str(host.state["securelevel"])
+    if name == "net.fibs":
+        return str(host.state["fibs"])
+    if name in SYSCTL_FILES:
+        return Path(SYSCTL_FILES[name]).read_text().strip()
+    return None
+
+
+def kldstat(host: Host, args: list[str]) -> int:
+    if len(args) != 3 or args[:2] != ["-q", "-m"]:
+        raise Refused("usage: kldstat [-d] [-h] [-q] [-v] [-i id] [-n filename] [-m modname]")
+    return 0 if args[2] in host.state["modules"] else 1
+
+
+def kldload(host: Host, args: list[str]) -> int:
+    if len(args) != 2 or args[0] != "-n":
+        raise Refused("usage: kldload [-nqv] file ...")
+    return _load_module(host, args[1])
+
+
+def _load_module(host: Host, module: str) -> int:
+    if module in host.state["modules"]:
+        return 0
+    if host.state["securelevel"] >= 1:
+        raise Refused(f"kldload: can't load {module}: Operation not permitted")
+    host.state["modules"].append(module)
+    return 0
+
+
+# --- ifconfig ---------------------------------------------------------------------------------
+
+
+def ifconfig(host: Host, args: list[str]) -> int:
+    if not args:
+        _print_interfaces(host)
+        return 0
+    name, words = args[0], args[1:]
+    present = {link["ifname"] for link in host.links()}
+    if name not in present:
+        raise Refused(f"ifconfig: interface {name} does not exist")
+    tunnel = host.state["tunnels"].get(name)
+    if words == ["destroy"] and tunnel is not None:
+        _destroy(host, name)
+    elif words == ["up"]:
+        host.ip("link", "set", name, "up")
+        if tunnel is not None:
+            tunnel["up"] = True
+    elif words[:1] == ["description"] and len(words) == 2:
+        host.ip("link", "set", name, "alias", words[1])
+    elif words[:1] == ["mtu"] and len(words) == 2 and words[1].isdigit():
+        host.ip("link", "set", name, "mtu", words[1])
+    elif words[:1] == ["inet6"] and words[-1:] == ["-alias"] and len(words) == 3:
+        host.ip(
+            "-6", "addr", "del", words[1] + ("/128" if "/" not in words[1] else ""), "dev", name
+        )
+    elif words[:1] == ["inet6"] and words[-1:] == ["alias"]:
+        _add_inet6(host, name, words[1:-1])
+    elif tunnel is not None and words[:1] in (["tunnel"], ["fib"]):
+        _tunnel_settings(host, name, words)
+    else:
+        raise Refused(f"ifconfig: {' '.join(words)}: bad value")
+    return 0
+
+
+def _add_inet6(host: Host, name: str, words: list[str]) -> None:
+    """``ADDR [PEER] prefixlen N`` as ifconfig takes it after ``inet6``.
+
+    FreeBSD marks an interface up when it gets an address; Linux must have it up first, or
+    the address's routes wait for a carrier.
+    """
+    if len(words) == 3 and words[1] == "prefixlen":
+        address = [f"{words[0]}/{words[2]}"]
+    elif len(words) == 4 and words[2] == "prefixlen" and words[3] == "128":
+        address = [words[0], "peer", words[1]]
+    else:
+        raise Refused(f"ifconfig: {' '.join(words)}: bad value")
+    host.ip("link", "set", name, "up")
+    if name in host.state["tunnels"]:
+        host.state["tunnels"][name]["up"] = True
+    host.ip("-6", "addr", "add", *address, "dev", name, "nodad")
+
+
+def _tunnel_settings(host: Host, name: str, words: list[str]) -> None:
+    """``tunnel SRC DST``, ``fib N``, ``tunnelfib N``, ``mtu N``, in any order (ifconfig(8))."""
+    tunnel = host.state["tunnels"][name]
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if (
+            word == "tunnel"
+            and index + 2 < len(words)
+            and _ipv4(words[index + 1])
+            and _ipv4(words[index + 2])
+        ):
+            tunnel["tunnel"] = [words[index + 1], words[index + 2]]
+            index += 3
+        elif word in ("fib", "tunnelfib") and index + 1 < len(words) and words[index + 1].isdigit():
+            fib = int(words[index + 1])
+            if fib >= host.state["fibs"]:
+                raise Refused("ifconfig: ioctl (SIOCSIFFIB): Invalid argument")
+            tunnel[word] = fib
+            index += 2
+        elif word == "mtu" and index + 1 < len(words) and words[index + 1].isdigit():
+            host.ip("link", "set", name, "mtu", words[index + 1])
+            index += 2
+        else:
+            raise Refused(f"ifconfig: {word}: bad value")
+    _apply_fib(host, name)
+
+
+def _apply_fib(host: Host, name: str) -> None:
+    """An interface in FIB N: received packets look up table N; its peer routes live there."""
+    tunnel = host.state["tunnels"][name]
+    host.drop_rules("fib", interface=name)
+    fib = tunnel.get("fib", 0)
+    if fib:
+        host.add_rule("fib", ["iif", name, "lookup", str(fib)], interface=name)
+
+
+def _ipv4(text: str) -> bool:
+    return bool(re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", text))
+
+
+def _create(host: Host, name: str) -> None:
+    """What ``ifconfig NAME create`` does for a gif/gre: the lab's veth takes the name."""
+    kind = name.rstrip("0123456789")
+    module = MODULE_OF.get(kind)
+    if module is None:
+        raise Refused(f"ifconfig: SIOCIFCREATE2 ({name}): Invalid argument")
+    if module not in host.state["modules"]:
+        try:
+            _load_module(host, module)  # ifconfig loads if_<kind> itself, if it may
+        except Refused:
+            raise Refused(f"ifconfig: SIOCIFCREATE2 ({name}): Invalid argument") from None
+    present = {link["ifname"] for link in host.links()}
+    if links.HIDDEN + name in present:
+        host.ip("link", "set", links.HIDDEN + name, "down")
+        host.ip("link", "set", links.HIDDEN + name, "name", name)
+    else:  # a site the lab does not run: a tunnel to nowhere
+        host.ip("link", "add", name, "type", "veth", "peer", "name", f"{links.HIDDEN}{name}p")
+    host.ip("link", "set", name, "mtu", "1280" if kind == "gif" else "1476")
+    host.state["tunnels"][name] = {
+        "created": True,
+        "tunnel": [],
+        "fib": 0,
+        "tunnelfib": 0,
+        "up": False,
+    }
+
+
+def _destroy(host: Host, name: str) -> None:
+    for address in [
+        a for link in host.links() if link["ifname"] == name for a in link.get("addr_info", [])
+    ]:
+        host.ip(
+            "addr", "del", f"{address['local']}/{address['prefixlen']}", "dev", name, check=False
+        )
+    host.ip("link", "set", name, "down")
+    host.ip("link", "set", name, "name", links.HIDDEN + name)
+    del host.state["tunnels"][name]
+    host.drop_rules("fib", interface=name)
+
+
+def _print_interfaces(host: Host) -> None:
+    """``ifconfig`` as FreeBSD 14 prints it (sbin/ifconfig): header, description, tunnel,
+    addresses, fib/tunnelfib (only when not 0)."""
+    for link in host.links():
+        name = link["ifname"]
+        if name.startswith(links.HIDDEN):
+            continue
+        tunnel = host.state["tunnels"].get(name)
+        flags = [f for f in ("UP",) if "UP" in link.get("flags", [])]
+        if name == "lo0":
+            flags.append("LOOPBACK")
+        elif tunnel is not None:
+            flags.append("POINTOPOINT")
+        else:
+            flags.append("BROADCAST")
+        if tunnel is not None:
+            # gif(4)/gre(4) are RUNNING once their outer addresses are set, whatever the far end
+            # does (FreeBSD's if_gif.c, if_gre.c: SIOCSIFPHYADDR).
+            running = bool(tunnel.get("tunnel"))
+        else:
+            running = "UP" in link.get("flags", []) and link.get("operstate") != "DOWN"
+        if running or name == "lo0":
+            flags.append("RUNNING")
+        flags.append("MULTICAST")
+        print(f"{name}: flags=8051<{','.join(flags)}> metric 0 mtu {link['mtu']}")
+        if link.get("ifalias"):
+            print(f"\tdescription: {link['ifalias']}")
+        if tunnel and tunnel.get("tunnel"):
+            print(f"\ttunnel inet {tunnel['tunnel'][0]} --> {tunnel['tunnel'][1]}")
+        for address in link.get("addr_info", []):
+            if address["family"] == "inet":
+                print(f"\tinet {address['local']} netmask 0x{_mask4(address['prefixlen'])}")
+            else:
+                scope = f"%{name}" if address["local"].startswith("fe80:") else ""
+                peer = f" --> {address['address']}" if "address" in address else ""
+                print(f"\tinet6 {address['local']}{scope}{peer} prefixlen {address['prefixlen']}")
+        if tunnel and tunnel.get("fib"):
+            print(f"\tfib: {tunnel['fib']}")
+        if tunnel and tunnel.get("tunnelfib"):
+            print(f"\ttunnelfib: {tunnel['tunnelfib']}")
+
+
+def _mask4(length: int) -> str:
+    return f"{(0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF:08x}"
+
+
+# --- route ------------------------------------------------------------------------------------
+
+
+def route(host: Host, args: list[str]) -> int:
+    if args[:3] == ["-n", "-6", "get"] and len(args) == 6 and args[3] == "-fib":
+        return _route_get(host, int(args[4]), args[5])
+    if len(args) >= 3 and args[0] == "-6" and args[1] in ("add", "change", "delete"):
+        return _route_change(host, args[1], args[2:])
+    raise Refused("usage: route [-46dnqtv] command [[modifiers] args]", 64)
+
+
+def _route_args(words: list[str]) -> dict[str, Any]:
+    """route(8)'s ``DEST [GATEWAY] [-interface IF] [-reject] [-fib N]`` (what ownas writes)."""
+    if not words or not re.fullmatch(r"default|[0-9a-f:]+/\d{1,3}", words[0]):
+        raise Refused(f"route: bad address: {words[0] if words else ''}", 68)
+    parsed: dict[str, Any] = {"destination": words[0], "fib": 0}
+    rest = words[1:]
+    if rest and not rest[0].startswith("-"):
+        parsed["gateway"] = rest.pop(0)
+    while rest:
+        flag = rest.pop(0)
+        if flag == "-interface" and rest:
+            parsed["interface"] = rest.pop(0)
+        elif flag == "-reject":
+            parsed["reject"] = True
+        elif flag == "-fib" and rest and rest[0].isdigit():
+            parsed["fib"] = int(rest.pop(0))
+        else:
+            raise Refused(f"route: illegal keyword {flag}", 64)
+    return parsed
+
+
+# A tunnel is point-to-point: FreeBSD sends a ``-interface gif0`` route's packets to the far
+# end. The lab's tunnel is a veth, where Linux would look up each destination's neighbour
+# there instead, so such a route goes to the tunnel's inner peer address, marked with this
+# protocol to be shown as the interface route it is.
+P2P_PROTO = "static"
+OWN_PROTOS = ("boot", P2P_PROTO)  # routes the route command made (Linux's default: boot)
+
+
+def _route_change(host: Host, action: str, words: list[str]) -> int:
+    parsed = _route_args(words)
+    table = host.table(parsed["fib"])
+    destination = parsed["destination"]
+    target = ["unreachable", destination] if parsed.get("reject") else [destination]
+    proto = "boot"
+    if "gateway" in parsed:
+        target += ["via", parsed["gateway"]]
+    if "interface" in parsed:
+        peer = _tunnel_peer(host, parsed["interface"]) if "gateway" not in parsed else None
+        if peer is not None:
+            target += ["via", peer]
+            proto = P2P_PROTO
+        target += ["dev", parsed["interface"]]
+    fib_text = f" fib {parsed['fib']}" if host.state["fibs"] > 1 else ""
+    gateway = parsed.get("gateway") or parsed.get("interface") or "::1"
+    label = f"{action} net {destination}: gateway {gateway}{fib_text}"
+    existing = _routes(host, table, destination)
+    if action == "add" and existing:
+        print(f"{label}: route already in table")
+        raise Refused("route: message indicates error: File exists")
+    if action != "add" and not existing:
+        print(f"{label}: not in table")
+        return 1
+    if action == "delete":
+        old = existing[0].get("protocol", "boot")
+        host.ip("-6", "route", "del", destination, "table", table, "proto", old)
+    else:
+        verb = "add" if action == "add" else "replace"  # change: in place, as route(8) does
+        host.ip("-6", "route", verb, *target, "table", table, "proto", proto)
+    print(label)
+    return 0
+
+
+def _tunnel_peer(host: Host, interface: str) -> str | None:
+    """The inner peer address of tunnel ``interface`` (None: not a tunnel, or no pair yet)."""
+    if interface not in host.state["tunnels"]:
+        return None
+    for link in host.links():
+        if link["ifname"] == interface:
+            for address in link.get("addr_info", []):
+                if address["family"] == "inet6" and "address" in address:
+                    return address["address"]
+    return None
+
+
+def _routes(host: Host, table: str, destination: str) -> list[dict[str, Any]]:
+    """The routes the route command made for exactly ``destination`` in ``table``."""
+    shown = host.ip("-6", "-j", "route", "show", "table", table, "exact", destination, check=False)
+    routes = json.loads(shown.stdout or "[]")
+    return [r for r in routes if r.get("protocol", "boot") in OWN_PROTOS]
+
+
+def _route_get(host: Host, fib: int, destination: str) -> int:
+    """As sbin/route's print_getmsg prints it for ``route -n -6 get -fib N DEST``."""
+    table = host.table(fib)
+    found = _routes(host, table, destination)
+    if not found:
+        print("route: route has not been found", file=sys.stderr)
+        return 1
+    entry = found[0]
+    gateway = entry.get("gateway") if entry.get("protocol") != P2P_PROTO else None
+    prefix, _, length = ("::/0" if destination == "default" else destination).partition("/")
+    flags = ["UP"] + (["GATEWAY"] if gateway else []) + ["DONE", "STATIC"]
+    if entry.get("type") == "unreachable":
+        flags.append("REJECT")
+    shown = "default" if length == "0" else prefix
+    print(f"   route to: {shown}")
+    print(f"destination: {shown}")
+    if length == "0":
+        print("       mask: default")
+    elif int(length or 128) < 128:
+        print(f"       mask: {_mask6(int(length))}")
+    if gateway:
+        print(f"    gateway: {gateway}")
+    print(f"        fib: {fib}")
+    print(f"  interface: {entry.get('dev', 'lo0')}")
+    print(f"      flags: <{','.join(flags)}>")
+    return 0
+
+
+def _mask6(length: int) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Network(f"::/{length}").netmask)
+
+
+# --- pfctl -------------------------------------------------------------------------------------
+
+
+def pfctl(host: Host, args: list[str]) -> int:
+    from tasks.lab import pf
+
+    pf_state = host.state["pf"]
+    if "pf" not in host.state["modules"]:
+        raise Refused("pfctl: /dev/pf: No such file or directory")
+    if args == ["-s", "info"]:
+        status = "Enabled" if pf_state["enabled"] else "Disabled"
+        print(f"Status: {status} for 0 days 00:01:00".ljust(44) + "Debug: Urgent")
+        print("")
+        return 0
+    if args == ["-sr"]:
+        print("\n".join(pf_state["rules"]))
+        return 0
+    if args == ["-e"]:
+        if pf_state["enabled"]:
+            raise Refused("pfctl: pf already enabled")
+        pf_state["enabled"] = True
+        print("pf enabled", file=sys.stderr)
+        return 0
+    if len(args) == 2 and args[0] in ("-nf", "-nvf", "-f"):
+        path = args[1]
+        try:
+            ruleset = pf.parse(Path(path).read_text(), path, fibs=host.state["fibs"])
+        except FileNotFoundError:
+            raise Refused(f"pfctl: {path}: No such file or directory") from None
+        except pf.PfError as error:
+            raise Refused(str(error)) from None
+        if args[0] == "-nvf":
+            print("\n".join(ruleset.rules))
+        if args[0] == "-f":
+            pf_state["rules"] = ruleset.rules
+            _pf_routing(host, ruleset)
+        return 0
+    raise Refused("usage: pfctl [-AdeghMmNnOPqRSrvz] [-f file] [-s modifier] ...")
+
+
+def _pf_routing(host: Host, ruleset: Any) -> None:
+    """pf's policy routing, as Linux rules: ``rtable N`` on ``pass in on IF from SRC`` and
+    ``reply-to (IF GW)`` on rules to DST (replies from DST take IF's FIB)."""
+    host.drop_rules("pf")
+    for source, interface, table in ruleset.rtables:
+        spec = ([] if source == "any" else ["from", source]) + ["iif", interface]
+        host.add_rule("pf", [*spec, "lookup", str(table)])
+    for destination, interface, _gateway in ruleset.reply_to:
+        fib = host.state["tunnels"].get(interface, {}).get("fib", 0)
+        if destination != "any" and fib:
+            host.add_rule("pf", ["from", destination, "lookup", str(fib)])
+
+
+# --- service ------------------------------------------------------------------------------------
+
+
+def service(host: Host, args: list[str]) -> int:
+    if len(args) >= 2 and args[1] == "restart" and args[0] in ("netif", "routing", "pf", "frr"):
+        raise Refused(f"ownas lab: `service {' '.join(args)}` takes a live network down; refused")
+    if args[:2] == ["netif", "start"] and len(args) == 3:
+        return _netif_start(host, args[2])
+    if args in (["pflog", "start"], ["pflog", "status"]):
+        return _pflog(host, args[1])
+    if args in (["frr", "start"], ["frr", "status"]):
+        return _frr(host, args[1])
+    name = args[0] if args else ""
+    raise Refused(f"{name} does not exist in /etc/rc.d or the local startup directories")
+
+
+def _rc(fragment: str, *names: str) -> dict[str, str]:
+    """Variables as an rc script sees them: rc.conf, rc.conf.local, then /etc/rc.conf.d/NAME."""
+    sources = ["/etc/rc.conf", "/etc/rc.conf.local", f"/etc/rc.conf.d/{fragment}"]
+    script = "".join(f"[ -f {s} ] && . {s}; " for s in sources)
+    script += "".join(f'printf "%s\\0" "${n}"; ' for n in names)
+    output = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    return dict(zip(names, output.stdout.split("\0"), strict=False))
+
+
+def _netif_start(host: Host, name: str) -> int:
+    variables = _rc(
+        "netif",
+        "cloned_interfaces",
+        f"ifconfig_{name}",
+        f"ifconfig_{name}_ipv6",
+        f"ifconfig_{name}_descr",
+    )
+    if name not in variables["cloned_interfaces"].split():
+        raise Refused(f"ifconfig: interface {name} does not exist")
+    if name not in host.state["tunnels"]:
+        _create(host, name)
+    if variables[f"ifconfig_{name}"]:
+        _tunnel_settings(host, name, variables[f"ifconfig_{name}"].split())
+    inet6 = variables[f"ifconfig_{name}_ipv6"].split()
+    if inet6[:1] == ["inet6"]:
+        _add_inet6(host, name, inet6[1:])
+    if variables[f"ifconfig_{name}_descr"]:
+        host.ip("link", "set", name, "alias", variables[f"ifconfig_{name}_descr"])
+    host.state["tunnels"][name]["up"] = True
+    host.ip("link", "set", name, "up")
+    # rc.d/routing static any IF: the routes named NAME:IF.
+    routing = _rc("routing", "ipv6_static_routes")["ipv6_static_routes"].split()
+    for entry in routing:
+        if entry.endswith(f":{name}"):
+            variable = "ipv6_route_" + re.sub(r"[.\-/+]", "_", entry.split(":")[0])
+            args = _rc("routing", variable)[variable].split()
+            try:
+                _route_change(host, "add", args)
+            except Refused as error:
+                print(error, file=sys.stderr)
+    return 0
+
+
+def _pflog(host: Host, action: str) -> int:
+    if action == "status":
+        return 0 if "pflog" in host.state["services"] else 1
+    _load_module(host, "pflog")
+    if "pflog" not in host.state["services"]:
+        host.state["services"].append("pflog")
+    return 0
+
+
+def _frr(host: Host, action: str) -> int:
+    running = host.state.get("frr_pids", [])
+    alive = bool(running) and all(_alive(pid) for pid in running)
+    if action == "status":
+        if alive:
+            print(f"watchfrr is running as pid {running[0]}.")
+            return 0
+        print("watchfrr is not running.")
+        return 1
+    if "frr10" not in host.state["packages"]:
+        raise Refused("frr does not exist in /etc/rc.d or the local startup directories")
+    variables = _rc("frr", "frr_enable", "frr_daemons")
+    if variables["frr_enable"].upper() != "YES":
+        raise Refused(
+            "Cannot 'start' frr. Set frr_enable to YES in /etc/rc.conf or use "
+            "'onestart' instead of 'start'."
+        )
+    if alive:
+        print("frr already running?")
+        return 1
+    pids = []
+    for daemon in variables["frr_daemons"].split():
+        binary = FRR_BIN / daemon
+        if not binary.exists():
+            if daemon == "mgmtd":
+                continue  # FRR 10 has mgmtd; the lab's FRR 8.4 does not
+            raise Refused(f"frr: {daemon}: no such daemon")
+        # As watchfrr starts them: no per-daemon file (-f /dev/null), no vty port; then
+        # `vtysh -b` loads the integrated frr.conf.
+        pid_file = f"/run/frr/{daemon}.pid"
+        argv = [str(binary), "-d", "-f", "/dev/null", "-P", "0", "-i", pid_file]
+        log = ["--log", f"file:/run/frr/{daemon}.log"]
+        subprocess.run([*argv, *log], check=True, capture_output=True)
+        pids.append(int(Path(pid_file).read_text().strip()))
+    host.state["frr_pids"] = pids
+    host.save()
+    boot = subprocess.run(
+        ["vtysh", "-b", "--config_dir", FRR_CONFDIR], capture_output=True, text=True, check=False
+    )
+    sys.stdout.write(boot.stdout)
+    sys.stderr.write(boot.stderr)
+    return boot.returncode
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+# --- pkg, ping, setfib ---------------------------------------------------------------------------
+
+
+def pkg(host: Host, args: list[str]) -> int:
+    if len(args) == 4 and args[:3] == ["info", "-E", "--"]:
+        if args[3] in host.state["packages"]:
+            print(f"{args[3]}-{FRR_VERSION}")
+            return 0
+        return 1
+    if len(args) == 4 and args[:3] == ["install", "-y", "--"]:
+        package = args[3]
+        if package not in ("frr10", "frr10-pythontools"):
+            raise Refused(
+                f"pkg: No packages available to install matching '{package}' have "
+                "been found in the repositories"
+            )
+        if package == "frr10-pythontools":
+            wrapper = Path("/usr/local/sbin/frr-reload.py")
+            wrapper.parent.mkdir(parents=True, exist_ok=True)
+            wrapper.write_text(RELOAD_WRAPPER)
+            wrapper.chmod(0o755)
+        else:
+            Path(FRR_CONFDIR).mkdir(parents=True, exist_ok=True)
+        if package not in host.state["packages"]:
+            host.state["packages"].append(package)
+        print(f"Installing {package}-{FRR_VERSION}...")
+        return 0
+    raise Refused(
+        "usage: pkg [-v] [-d] [-l] [-N] [-j <jail name or id>|-c <chroot path>] <command> [<args>]"
+    )
+
+
+def ping(host: Host, args: list[str]) -> int:
+    words = list(args)
+    if words[:2] != ["-6", "-c"] or len(words) < 4 or not words[2].isdigit():
+        raise Refused("usage: ping [-6] [-c count] [-S src_addr] host", 64)
+    command = ["/usr/bin/ping", "-6", "-c", words[2], "-i", "0.2", "-W", "1"]
+    rest = words[3:]
+    if rest[:1] == ["-S"] and len(rest) == 3:
+        command += ["-I", rest[1]]
+        rest = rest[2:]
+    if len(rest) != 1:
+        raise Refused("usage: ping [-6] [-c count] [-S src_addr] host", 64)
+    mark = os.environ.get("OWNAS_LAB_FIB")
+    if mark:
+        command += ["-m", mark]
+    result = subprocess.run([*command, rest[0]], check=False)
+    return {0: 0, 1: 2}.get(result.returncode, 68)
+
+
+def setfib(host: Host, args: list[str]) -> int:
+    if len(args) < 2 or not args[0].isdigit() or args[1] != "ping":
+        raise Refused("ownas lab: setfib runs only ping here")
+    fib = int(args[0])
+    host.table(fib)  # the FIB must exist
+    if fib:
+        priority = RULE_PRIORITY["mark"] + fib
+        rules = host.ip("-6", "rule", "show", "priority", str(priority)).stdout
+        if not rules.strip():
+            host.ip(
+                "-6",
+                "rule",
+                "add",
+                "priority",
+                str(priority),
+                "fwmark",
+                str(fib),
+                "lookup",
+                str(fib),
+            )
+        os.environ["OWNAS_LAB_FIB"] = str(fib)
+    return ping(host, args[2:])
+
+
+COMMANDS = {
+    "uname": uname,
+    "sysctl": sysctl,
+    "kldstat": kldstat,
+    "kldload": kldload,
+    "ifconfig": ifconfig,
+    "route": route,
+    "pfctl": pfctl,
+    "service": service,
+    "pkg": pkg,
+    "ping": ping,
+    "setfib": setfib,
+}
+# What changes the state of a tunnel, and therefore its link.
+TUNNEL_COMMANDS = ("ifconfig", "service")
+
+
+def main(argv: list[str]) -> int:
+    command, args = argv[0], argv[1:]
+    host = Host()
+    with links.locked(host.lab):
+        host.state = links.load_state(host.dir)
+        try:
+            status = COMMANDS[command](host, args)
+        except Refused as refused:
+            print(refused, file=sys.stderr)
+            status = refused.status
+        host.save()
+        if command in TUNNEL_COMMANDS:
+            links.reconcile(host.lab)
+    with open(host.dir / "log.jsonl", "a") as log:
+        log.write(json.dumps({"command": [command, *args], "exit": status}) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,77 @@
+"""SSH as pyinfra uses it (paramiko): a clear line for a host that cannot be reached, and a
+ProxyCommand (a jump host, the lab) that may end before paramiko is done with it.
+
+paramiko's ProxyCommand (3.x) has two known faults when the proxy process exits first, e.g.
+because the host behind it refused the connection: ``recv`` spins at full CPU on the proxy's
+end of file until the connect timeout, and ``close`` raises ProcessLookupError when the process
+is gone, which Python prints as a traceback at exit (paramiko issues #1713 and #2568, fix
+proposed in pull request #2583). ``install`` replaces those two methods with ones that treat an
+ended proxy as a closed connection. Remove this once paramiko ships the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from select import select
+from typing import Any
+
+from paramiko.proxy import ProxyCommand
+from pyinfra import logger
+from pyinfra.api.state import BaseStateCallback
+
+
+def _recv(self: ProxyCommand, size: int) -> bytes:
+    """Up to ``size`` bytes from the proxy; b"" once it has ended (paramiko: EOFError)."""
+    ready, _, _ = select([self.process.stdout], [], [], self.timeout)
+    if not ready:
+        raise TimeoutError  # socket.timeout (Python 3.10+): paramiko's transport waits on
+    return os.read(self.process.stdout.fileno(), size)
+
+
+def _close(self: ProxyCommand) -> None:
+    """End the proxy if it still runs, and reap it."""
+    if self.process.poll() is None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class ConnectErrors(BaseStateCallback):
+    """Say plainly which host could not be reached and that nothing was changed.
+
+    With FAIL_PERCENT 0 pyinfra stops after connecting when any host failed, before any
+    operation: no host was changed.
+    """
+
+    @staticmethod
+    def host_connect_error(state: Any, host: Any, error: Any) -> None:
+        reason = error.args[0] if getattr(error, "args", None) else error
+        logger.error(
+            f"{host.name}: cannot connect over SSH: {reason}; nothing was changed on any "
+            f"host. Is it up and reachable at {host.data.get('ssh_hostname') or host.name}?"
+        )
+
+
+def install(state: Any) -> None:
+    """Called from config.py, before pyinfra loads the inventory and connects.
+
+    pyinfra clears its callback handlers when it initialises the state, after config.py ran,
+    so the handler is added right after that initialisation. paramiko's transport thread logs
+    a traceback for a failed handshake that pyinfra then reports in one line itself: keep only
+    pyinfra's line.
+    """
+    ProxyCommand.recv = _recv
+    ProxyCommand.close = _close
+    logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+    initialise = state.init
+
+    def init(*args: Any, **kwargs: Any) -> None:
+        initialise(*args, **kwargs)
+        state.add_callback_handler(ConnectErrors())
+
+    state.init = init

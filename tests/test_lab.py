@@ -1,0 +1,344 @@
+"""End to end in the lab (tasks.lab): real pyinfra over real OpenSSH into network namespaces,
+real FRR on the router running the generated configuration, BIRD 2 playing both upstreams.
+
+The tests share one lab (building it takes a second, the first deploy about twenty) and run in
+file order, each starting from the converged network the one before left. They need root, as
+CI has; the lab's namespaces carry a prefix of their own, so a lab of the user's is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.lab import status
+from tasks.lab.lab import Lab
+from tests.inventories import ROOT
+
+PREFIX = "2a06:9801:1c::/48"
+VPS_ADDRESS = "2a06:9801:1c:1000::1"  # vps01's own address in its delegation (lo0)
+SAMPLE = tomllib.loads((ROOT / "tasks/data/lab_sample.toml").read_text())
+# Stand-in commands that change a host; everything else they answer only reads.
+ACTIONS = re.compile(
+    r"^(kldload|sysctl \S+=|ifconfig \S+ |route -6 |pfctl -(f|e)|service \S+ start|pkg install)"
+)
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example inventory, for the tests to edit (the lab reads it each run)."""
+    source = tmp_path_factory.mktemp("inventory")
+    shutil.copy(ROOT / "inventory.py", source)
+    shutil.copytree(ROOT / "group_data", source / "group_data")
+    return source / "inventory.py"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, inventory: Path) -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (network namespaces); CI runs `make test` as root")
+    built = Lab(tmp_path_factory.mktemp("lab") / "lab", prefix=f"ownas-t{os.getpid()}")
+    try:
+        built.up(inventory)
+        yield built
+    finally:
+        built.down()
+
+
+def deploy(lab: Lab, *args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pyinfra", str(lab.inventory), "deploy.py", *args]
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+def log(lab: Lab, host: str) -> list[str]:
+    """Every stand-in command host ``host`` ran so far, as a command line."""
+    lines = (lab.host_dir(host) / "log.jsonl").read_text().splitlines()
+    return [" ".join(json.loads(line)["command"]) for line in lines]
+
+
+def actions(commands: list[str]) -> list[str]:
+    return [c for c in commands if ACTIONS.match(c)]
+
+
+def files(lab: Lab) -> dict[str, str]:
+    """A hash of every file under the managed hosts' own /etc, /usr/local and /boot."""
+    hashes = {}
+    for host in ("router01", "vps01"):
+        root = lab.host_dir(host) / "root"
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                hashes[str(path.relative_to(lab.dir))] = hashlib.sha256(
+                    path.read_bytes()
+                ).hexdigest()
+    return hashes
+
+
+def established(found: dict[str, Any]) -> dict[str, int]:
+    """connectionsEstablished per upstream, every session required to be Established."""
+    for session in found["sessions"]:
+        assert session["router"] == "Established", session
+        assert session["upstream_state"] == "Established", session
+    return {s["upstream"]: s["connections_established"] for s in found["sessions"]}
+
+
+def ping_from_upstream(lab: Lab, upstream: str, address: str) -> bool:
+    netns = ["ip", "netns", "exec", lab.namespace(upstream)]
+    ping = ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", address]
+    return subprocess.run([*netns, *ping], capture_output=True).returncode == 0
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def test_the_first_deploy_converges(lab: Lab) -> None:
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    found = status.gather(lab)
+    assert set(established(found)) == {"ifog", "lagrange"}
+
+    ifog = {r["prefix"]: r for r in found["received"]["ifog"]}
+    assert list(ifog) == [PREFIX]
+    assert ifog[PREFIX]["communities"] == ["34927:9301", "34927:9501"]
+    assert ifog[PREFIX]["as_path"] == [201379]
+    lagrange = {r["prefix"]: r for r in found["received"]["lagrange"]}
+    assert list(lagrange) == [PREFIX]
+    assert lagrange[PREFIX]["as_path"] == [201379, 201379, 201379]
+
+    valid = set(SAMPLE["valid"]["prefixes"])
+    refused = {
+        p
+        for kind in ("bogon", "too_specific", "too_short", "default")
+        for p in SAMPLE[kind]["prefixes"]
+    }
+    for upstream, seen in found["filtering"].items():
+        assert valid | refused <= set(seen["received"]), upstream
+        assert set(seen["accepted"]) == valid, upstream
+        assert refused <= set(seen["rejected"]), upstream
+        assert PREFIX not in seen["accepted"], upstream
+
+    assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
+    assert ping_from_upstream(lab, "lagrange", VPS_ADDRESS)
+    assert {t["interface"]: t["up"] for t in found["tunnels"] if t["in_lab"]} == {
+        "gre0": True,
+        "gif0": True,
+    }
+
+
+def test_a_second_run_changes_nothing_and_resets_no_session(lab: Lab) -> None:
+    before = established(status.gather(lab))
+    hashes = files(lab)
+    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    for host, count in counts.items():
+        assert actions(log(lab, host)[count:]) == [], host
+    assert files(lab) == hashes
+    assert established(status.gather(lab)) == before
+
+
+def test_a_dry_run_after_an_edit_shows_the_diff_and_changes_nothing(
+    lab: Lab, inventory: Path
+) -> None:
+    routers = inventory.parent / "group_data" / "routers.py"
+    original = routers.read_text()
+    edit(routers, '"prepend": 2,', '"prepend": 3,')
+    hashes = files(lab)
+    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
+    try:
+        result = deploy(lab, "--dry", "--diff")
+    finally:
+        routers.write_text(original)
+    assert result.returncode == 0, output(result)
+    text = output(result)
+    assert "will modify /usr/local/etc/frr/frr.conf" in text
+    assert re.search(r"-\s+set as-path prepend 201379 201379\n", text), text
+    assert re.search(r"\+\s+set as-path prepend 201379 201379 201379\n", text), text
+    for host, count in counts.items():
+        assert actions(log(lab, host)[count:]) == [], host
+    assert files(lab) == hashes
+    lagrange = status.gather(lab)["received"]["lagrange"]
+    assert lagrange[0]["as_path"] == [201379, 201379, 201379]
+
+
+def test_moving_the_vps_reconverges_without_resetting_anything_else(
+    lab: Lab, inventory: Path
+) -> None:
+    before = established(status.gather(lab))
+    gre0 = json.loads(
+        subprocess.run(
+            ["ip", "-n", lab.namespace("router01"), "-j", "link", "show", "gre0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )[0]["ifindex"]
+    edit(inventory, '"ssh_hostname": "203.0.113.10"', '"ssh_hostname": "203.0.113.77"')
+    lab.up(inventory)  # the provider renumbers vps01's uplink
+    assert not ping_from_upstream(lab, "ifog", VPS_ADDRESS)  # both tunnel ends are stale
+    count = len(log(lab, "router01"))
+
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    router = log(lab, "router01")[count:]
+    assert actions(router) == [
+        "ifconfig gif0 tunnel 198.51.100.10 203.0.113.77",
+        "pfctl -f /etc/pf.conf",
+    ]
+    assert not [c for c in router if "gre0" in c or "gif1" in c]
+    found = status.gather(lab)
+    gif0 = next(t for t in found["tunnels"] if t["interface"] == "gif0")
+    assert gif0["up"] and gif0["far_endpoints"] == ["203.0.113.77", "198.51.100.10"]
+    assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
+    assert established(found) == before
+    after = subprocess.run(
+        ["ip", "-n", lab.namespace("router01"), "-j", "link", "show", "gre0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(after)[0]["ifindex"] == gre0
+
+
+@pytest.mark.parametrize(
+    ("template", "old", "new", "message"),
+    [
+        (
+            "etc/pf.conf.j2",
+            "# --- options ---",
+            "pass in on $no_such_interface all\n# --- options ---",
+            "/etc/pf.conf: the new version failed validation and was not installed",
+        ),
+        (
+            "usr/local/etc/frr/frr.conf.j2",
+            "router bgp {{ network.asn }}\n",
+            "router bgp {{ network.asn }}\n bgp no-such-command\n",
+            "/usr/local/etc/frr/frr.conf: the new version failed validation and was not installed",
+        ),
+    ],
+    ids=["pf.conf", "frr.conf"],
+)
+def test_a_file_that_fails_validation_is_not_installed(
+    lab: Lab, tmp_path: Path, template: str, old: str, new: str, message: str
+) -> None:
+    """A generator bug (a template patched in a copy of the project) meets the target's own
+    check: nothing is installed and the running configuration stays as it was."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in ("deploy.py", "config.py"):
+        shutil.copy(ROOT / name, copy)
+    for name in ("tasks", "templates"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    edit(copy / "templates" / template, old, new)
+
+    before = status.gather(lab)
+    sessions = established(before)
+    running = lab.run_in("router01", ["vtysh", "-c", "show running-config"]).stdout
+    rules = json.loads((lab.host_dir("router01") / "state.json").read_text())["pf"]["rules"]
+    hashes = files(lab)
+    count = len(log(lab, "router01"))
+
+    result = deploy(lab, "-y", cwd=copy, PYTHONPATH=str(copy))
+    assert result.returncode == 1, output(result)
+    assert message in output(result)
+    assert actions(log(lab, "router01")[count:]) == []
+    changed = {path for path, digest in files(lab).items() if hashes.get(path) != digest}
+    assert all(path.endswith(".ownas-new") for path in changed), changed  # only the staged
+    assert lab.run_in("router01", ["vtysh", "-c", "show running-config"]).stdout == running
+    state = json.loads((lab.host_dir("router01") / "state.json").read_text())
+    assert state["pf"]["rules"] == rules
+    assert established(status.gather(lab)) == sessions
+
+
+def test_an_unreachable_vps_fails_the_run_clearly_and_leaves_the_router_converged(
+    lab: Lab, inventory: Path
+) -> None:
+    sessions = established(status.gather(lab))
+    lab.stop_sshd("vps01")
+    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
+    try:
+        result = deploy(lab, "-y")
+    finally:
+        lab.up(inventory)  # sshd back
+    assert result.returncode == 1
+    text = output(result)
+    assert "vps01: cannot connect over SSH" in text
+    assert "nothing was changed on any host" in text
+    assert "Traceback" not in text
+    for host, count in counts.items():
+        assert actions(log(lab, host)[count:]) == [], host
+    assert established(status.gather(lab)) == sessions
+    assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
+
+
+@pytest.mark.parametrize(
+    ("host", "command", "message"),
+    [
+        ("router01", "service routing restart", "takes a live network down"),
+        ("router01", "service frr restart", "takes a live network down"),
+        ("router01", "service pf restart", "takes a live network down"),
+        ("router01", "route -6 add 2001:db8:1::/48 ::1 -fib 3", "invalid fib number: 3"),
+        ("router01", "route -6 add 2001:db8:1::/48 ::1 -gateway", "illegal keyword -gateway"),
+        ("router01", "ifconfig gre0 tunnel 198.51.100.10", "bad value"),
+        ("router01", "ifconfig gre7 up", "interface gre7 does not exist"),
+        ("router01", "pkg install -y -- bird2", "No packages available"),
+        ("vps01", "sysctl net.fibs=1", "Capabilities insufficient"),
+        ("vps01", "pfctl -nf /etc/passwd", "syntax error"),
+        ("vps01", "uname -a", "usage: uname"),
+    ],
+)
+def test_the_stand_ins_refuse_what_the_deploy_must_never_run(
+    lab: Lab, host: str, command: str, message: str
+) -> None:
+    """FreeBSD's syntax only, and never a restart that takes the network down: refused with
+    a non-zero exit and nothing changed (the host's log records the refusal)."""
+    state = (lab.host_dir(host) / "state.json").read_text()
+    environment = [f"OWNAS_LAB={lab.dir}", f"OWNAS_LAB_HOST={lab.host_dir(host)}"]
+    path = f"PATH={lab.dir}/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    result = lab.run_in(host, ["env", *environment, path, "sh", "-c", command], check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert (lab.host_dir(host) / "state.json").read_text() == state
+    entry = json.loads((lab.host_dir(host) / "log.jsonl").read_text().splitlines()[-1])
+    assert entry == {"command": command.split(), "exit": result.returncode}
+
+
+def test_lab_down_leaves_no_namespace_or_process(lab: Lab) -> None:
+    directory = str(lab.dir)
+    removed = lab.down()
+    assert len(removed) == 5  # router01, vps01, ifog, lagrange, inet
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.prefix + "-" not in listing
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if directory in cmdline.read_bytes().decode(errors="replace"):
+                left.append(cmdline.parent.name)
+        except OSError:
+            continue  # ended while we looked
+    assert left == []
+    assert not lab.dir.exists()
