@@ -46,7 +46,10 @@ def summary(plan: Plan) -> str:
         else:
             via = f"on {wan.interface}"
         lines.append(f"  {upstream.name:<10} AS{upstream.asn:<7} peer {upstream.peer}  {via}")
-        policy = [f"prefix-list PL-BOGONS in, route-map {upstream.route_map} out"]
+        policy = [
+            f"prefix-list PL-BOGONS and filter-list ASPATH-BOGONS in, "
+            f"route-map {upstream.route_map} out"
+        ]
         values = sorted(upstream.communities) + sorted(upstream.large_communities)
         if values:
             policy.append("communities " + " ".join(":".join(map(str, c)) for c in values))

@@ -41,9 +41,11 @@ class Bogons:
     ipv6_source: str
     ipv6_date: str
     global_unicast: IPNetwork
+    shortest: int  # prefixes shorter than this are refused
     ipv4: tuple[IPNetwork, ...]
     asn_ranges: tuple[tuple[int, int, str], ...]
     asn_source: str
+    asn_date: str
 
 
 @cache
@@ -54,9 +56,11 @@ def bogons() -> Bogons:
         ipv6_source=raw["ipv6"]["source"],
         ipv6_date=raw["ipv6"]["date"],
         global_unicast=IPNetwork(raw["ipv6"]["global_unicast"]),
+        shortest=raw["ipv6"]["shortest"],
         ipv4=tuple(IPNetwork(p) for p in raw["ipv4"]["prefixes"]),
         asn_ranges=tuple((r["first"], r["last"], r["what"]) for r in raw["asn"]["ranges"]),
         asn_source=raw["asn"]["source"],
+        asn_date=raw["asn"]["date"],
     )
 
 

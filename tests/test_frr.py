@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.fields import bogons
 from tasks.inventory import load_inventory
-from tasks.plan import load
+from tasks.plan import asn_regex, bogon_asn_filter, load
 from tasks.render import render_host
 from tests.inventories import ROOT
 
@@ -54,6 +55,9 @@ def test_every_neighbor_has_an_inbound_and_an_outbound_policy(frr_conf):
             rf"^  neighbor {re.escape(neighbor)} prefix-list PL-BOGONS in$", text, re.M
         )
         assert re.search(
+            rf"^  neighbor {re.escape(neighbor)} filter-list ASPATH-BOGONS in$", text, re.M
+        )
+        assert re.search(
             rf"^  neighbor {re.escape(neighbor)} route-map RM-\S+-OUT out$", text, re.M
         )
 
@@ -70,3 +74,43 @@ def test_vtysh_accepts_the_generated_vtysh_conf(tmp_path):
     result = dryrun(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "service integrated-vtysh-config" in path.read_text().splitlines()
+
+
+def frr_as_path_regex(regex: str) -> re.Pattern[str]:
+    """FRR's as-path regex as Python's: ``_`` is ``(^|[,{}() ]|$)`` (bgpd/bgp_regex.c)."""
+    return re.compile(regex.replace("_", "(^|[,{}() ]|$)"))
+
+
+def test_asn_regex_matches_exactly_its_range():
+    numbers = set(range(140_000)) | {2**32 - 1, 4_199_999_999, 4_200_000_000, 4_294_967_294}
+    numbers |= {
+        n + d for first, last, _ in bogons().asn_ranges for n in (first, last) for d in (-1, 1)
+    }
+    for first, last in [(0, 0), (7, 123), (99, 100), (64496, 64511), (65552, 131071)] + [
+        (first, last) for first, last, _ in bogons().asn_ranges
+    ]:
+        pattern = re.compile(asn_regex(first, last))
+        matched = {n for n in numbers if n >= 0 and pattern.fullmatch(str(n))}
+        assert matched == {n for n in numbers if first <= n <= last}, (first, last)
+
+
+def test_aspath_bogons_refuse_a_bogon_asn_anywhere_in_the_path_and_nothing_else():
+    entries = bogon_asn_filter()
+    assert [e.action for e in entries] == ["deny"] * (len(entries) - 1) + ["permit"]
+
+    def refused(path: str) -> bool:
+        first = next(e for e in entries if frr_as_path_regex(e.regex).search(path))
+        return first.action == "deny"
+
+    for path in ["64512", "34927 64512", "34927 64512 1299", "3356 23456 15169", "{65000,1299}"]:
+        assert refused(path), path
+    for path in [
+        "",
+        "34927",
+        "34927 1299 15169",
+        "164512",
+        "645120 1299",
+        "209735 4200000000"[:-1],
+    ]:
+        assert not refused(path), path
+    assert refused("209735 4200000000") and refused("4294967295") and refused("0 1299")

@@ -134,7 +134,7 @@ def test_the_first_deploy_converges(lab: Lab) -> None:
         p
         for kind in ("bogon", "too_specific", "too_short", "default")
         for p in SAMPLE[kind]["prefixes"]
-    }
+    } | set(SAMPLE["bogon_asn"]["paths"])
     for upstream, seen in found["filtering"].items():
         assert valid | refused <= set(seen["received"]), upstream
         assert set(seen["accepted"]) == valid, upstream

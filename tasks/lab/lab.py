@@ -393,6 +393,7 @@ class Lab:
             dir=directory,
             upstream=upstream,
             sample=topology.sample,
+            paths=topology.paths,
             router=topology.router,
             asn=plan.network.asn,
         )

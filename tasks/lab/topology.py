@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
+from typing import Any
 
 from netaddr import IPAddress, IPNetwork
 
@@ -65,14 +67,31 @@ class Topology:
     inet_addresses: dict[str, list[str]] = field(default_factory=dict)  # inet side of uplinks
     lan: dict[str, str] = field(default_factory=dict)  # host -> LAN interface (jail bridge)
     sample: dict[str, list[str]] = field(default_factory=dict)  # what the upstreams announce
+    paths: dict[str, list[int]] = field(default_factory=dict)  # sample prefix -> AS path behind
+
+
+@cache
+def _sample() -> dict[str, Any]:
+    return tomllib.loads(resources.files("tasks").joinpath("data/lab_sample.toml").read_text())
 
 
 def sample(plan: Plan) -> dict[str, list[str]]:
-    """The announced sample (tasks/data/lab_sample.toml) plus our own prefix, sent back."""
-    raw = tomllib.loads(resources.files("tasks").joinpath("data/lab_sample.toml").read_text())
-    kinds = {kind: list(raw[kind]["prefixes"]) for kind in raw if kind != "source"}
+    """The announced sample (tasks/data/lab_sample.toml) by kind, plus our own prefix, sent back."""
+    kinds = {
+        kind: [*listed.get("prefixes", []), *sorted(listed.get("paths", {}))]
+        for kind, listed in _sample().items()
+    }
     kinds["own"] = [str(plan.network.prefix)]
     return kinds
+
+
+def sample_paths() -> dict[str, list[int]]:
+    """The AS numbers an upstream puts behind its own in the path of a sample prefix."""
+    return {
+        prefix: path
+        for listed in _sample().values()
+        for prefix, path in sorted(listed.get("paths", {}).items())
+    }
 
 
 def controller(plan: Plan) -> str:
@@ -131,6 +150,7 @@ def build(plan: Plan) -> Topology:
         tunnels=tuple(tunnels),
         controller=controller(plan),
         sample=sample(plan),
+        paths=sample_paths(),
     )
     topology.wan[router.name] = [str(wan.ipv4)] + ([str(wan.ipv6)] if wan.ipv6 else [])
     topology.gateways[router.name] = [
