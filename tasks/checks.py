@@ -15,7 +15,7 @@ from pyinfra import host
 
 from tasks import facts, freebsd
 from tasks.facts import route_matches
-from tasks.plan import HostPlan, Plan, Tunnel
+from tasks.plan import MAX_PREFIX_RESTART, HostPlan, Plan, Tunnel
 from tasks.preflight import Preflight
 
 
@@ -117,9 +117,20 @@ def _bgp(plan: Plan, found: dict[str, Any]) -> list[Finding]:
     for upstream in plan.router.upstreams:
         peer = str(upstream.peer)
         label = f"{name}: BGP {upstream.name} ({peer}, AS{upstream.asn})"
-        state = found["bgp"].get(peer, {}).get("state") or "not configured"
-        if state != "Established":
-            findings.append(Finding(f"{label}: {state}, not Established", waitable=True))
+        neighbor = found["bgp"].get(peer, {})
+        state = neighbor.get("state") or "not configured"
+        if neighbor.get("over_limit"):
+            findings.append(
+                Finding(
+                    f"{label}: {state}, not Established: it sent more than max_prefixes "
+                    f"({upstream.max_prefixes}) routes that passed the filters; FRR reconnects "
+                    f"every {MAX_PREFIX_RESTART} minutes until it sends fewer"
+                )
+            )
+        elif state != "Established":
+            reset = neighbor.get("last_reset")
+            reason = f" (last reset: {reset})" if reset else ""
+            findings.append(Finding(f"{label}: {state}, not Established{reason}", waitable=True))
         elif prefix not in found["advertised"].get(peer, []):
             findings.append(Finding(f"{label}: {prefix} is not advertised", waitable=True))
     return findings

@@ -55,6 +55,8 @@ def summary(plan: Plan) -> str:
             policy.append("communities " + " ".join(":".join(map(str, c)) for c in values))
         if upstream.prepend:
             policy.append(f"prepend {network.asn} x{upstream.prepend}")
+        if upstream.max_prefixes:
+            policy.append(f"at most {upstream.max_prefixes} prefixes")
         lines.append(f"  {'':<10} {'; '.join(policy)}")
     lines += ["", "downstreams"]
     for downstream in sorted(network.downstreams, key=lambda d: d.tunnel):

@@ -309,7 +309,9 @@ class BgpNeighbors(FactBase):
     """``vtysh -c 'show bgp neighbors json'``: per neighbor, its state and how often it came up.
 
     ``connectionsEstablished`` grows by one on every session (re)start: comparing it before and
-    after a deploy proves a reload did not reset the session.
+    after a deploy proves a reload did not reset the session. ``lastResetDueTo`` (with
+    ``lastNotificationReason`` when a NOTIFICATION ended it) and ``prefixesConfigExceedMax``
+    (bgpd/bgp_vty.c, bgp_show_peer and bgp_show_peer_reset) say why a session is down.
     """
 
     command = freebsd.BGP_NEIGHBORS
@@ -326,6 +328,10 @@ class BgpNeighbors(FactBase):
             peer: {
                 "state": info.get("bgpState", ""),
                 "connections": int(info.get("connectionsEstablished", 0)),
+                "last_reset": ": ".join(
+                    filter(None, (info.get("lastResetDueTo"), info.get("lastNotificationReason")))
+                ),
+                "over_limit": bool(info.get("prefixesConfigExceedMax", False)),
             }
             for peer, info in data.items()
             if isinstance(info, dict)

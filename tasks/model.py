@@ -143,6 +143,7 @@ class Upstream:
     large_communities: tuple[tuple[int, int, int], ...]
     prepend: int
     ttl_security: bool
+    max_prefixes: int | None  # FRR's maximum-prefix: more accepted routes tear the session down
 
     @property
     def route_map(self) -> str:
@@ -226,6 +227,7 @@ UPSTREAM_FIELDS = (
     "large_communities",
     "prepend",
     "ttl_security",
+    "max_prefixes",
 )
 UPSTREAM_TUNNEL_FIELDS = ("interface", "endpoint", "address", "mtu")
 DOWNSTREAM_FIELDS = ("endpoint", "tunnel", "delegate", "description", "mtu")
@@ -244,6 +246,8 @@ LAN_FIELDS = ("interface", "nat", "provider")
 # Tunnel MTU bounds: IPv6 needs 1280; a 1500-byte IPv4 underlay leaves 1480 for gif (20 bytes of
 # outer header) and 1476 for gre (24).
 TUNNEL_MTU = fields.integer(1280, 1480)
+# FRR's maximum-prefix takes (1-4294967295); ten million is far above any full table.
+MAX_PREFIXES = 10_000_000
 # A gif/gre unit number: FreeBSD's IF_MAXUNIT is 0x7fff.
 TUNNEL_UNIT = fields.integer(0, 0x7FFF)
 
@@ -327,6 +331,7 @@ def _read_upstream(raw: Any, index: int, router: str, problems: Problems) -> Ups
         ),
         prepend=f.optional("prepend", fields.integer(0, 10), 0),
         ttl_security=f.optional("ttl_security", fields.boolean, True),
+        max_prefixes=f.optional("max_prefixes", fields.integer(1, MAX_PREFIXES), None),
     )
 
 

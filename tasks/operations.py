@@ -278,12 +278,17 @@ def converged(check: Callable[[], list[Finding]], timeout: int, interval: float 
     if not state.is_executing:
         host.noop("checked after the changes are applied")
         return
-    findings = _poll(check, timeout, interval)
+    findings, waited = _poll(check, timeout, interval)
     failures = [f.line for f in findings if not f.warning]
     for finding in findings:
         _say(finding.line, logger.warning if finding.warning else logger.error)
     if failures:
-        message = f"{len(failures)} check(s) did not converge within {timeout} s"
+        if any(f.waitable for f in findings if not f.warning):
+            message = f"{len(failures)} check(s) did not converge within {timeout} s"
+        else:
+            message = (
+                f"{len(failures)} check(s) failed that waiting cannot fix (after {waited:.0f} s)"
+            )
         yield FunctionCommand(_fail, (message,), {})
         return
     host.noop("converged")
@@ -295,14 +300,16 @@ def _fail(state: Any, host: Any, message: str) -> bool:
     return False
 
 
-def _poll(check: Callable[[], list[Finding]], timeout: int, interval: float) -> list[Finding]:
+def _poll(
+    check: Callable[[], list[Finding]], timeout: int, interval: float
+) -> tuple[list[Finding], float]:
     """Re-run ``check`` until it passes, the time is up, or nothing left can resolve by
-    waiting (a BGP session can come up; a wrong endpoint cannot)."""
+    waiting (a BGP session can come up; a wrong endpoint cannot); also say how long it waited."""
     waited = 0.0
     while True:
         findings = check()
         pending = [f for f in findings if f.waitable and not f.warning]
         if not pending or waited >= timeout:
-            return findings
+            return findings, waited
         gevent.sleep(interval)
         waited += interval

@@ -25,6 +25,9 @@ MAX_MTU = {"gif": 1480, "gre": 1476}
 MSS_OVERHEAD = 60
 # The aggregate's reject route, named as in the reference (ipv6_route_myblock).
 AGGREGATE_ROUTE = "myblock"
+# Minutes FRR waits before it reconnects an upstream that sent more than its max_prefixes
+# (maximum-prefix ... restart): the session comes back by itself once the peer behaves.
+MAX_PREFIX_RESTART = 15
 # Kernel modules the rendered configuration needs besides the tunnels' if_gif/if_gre.
 BASE_MODULES = ("pf", "pflog")
 

@@ -15,7 +15,14 @@ from netaddr import IPAddress, IPNetwork
 
 from tasks import fields, freebsd
 from tasks.model import Downstream
-from tasks.plan import HostPlan, Plan, bogon_asn_filter, bogon_filter, rc_name
+from tasks.plan import (
+    MAX_PREFIX_RESTART,
+    HostPlan,
+    Plan,
+    bogon_asn_filter,
+    bogon_filter,
+    rc_name,
+)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -99,6 +106,7 @@ def _context(plan: Plan, host: HostPlan) -> dict[str, Any]:
     if host.role == "router":
         context["bogon_filter"] = bogon_filter(network)
         context["bogon_asn_filter"] = bogon_asn_filter()
+        context["max_prefix_restart"] = MAX_PREFIX_RESTART
         context["bgp_peers"] = _wan_bgp_peers(plan)
     else:
         context["downstream"] = network.downstream(host.name)

@@ -11,7 +11,7 @@ from tasks.facts import Interface
 from tasks.inventory import load_inventory
 from tasks.plan import Plan, load
 from tasks.preflight import Preflight
-from tests.inventories import ROOT
+from tests.inventories import ROOT, upstream
 
 UP = ["UP", "POINTOPOINT", "RUNNING", "MULTICAST"]
 
@@ -132,6 +132,30 @@ def test_bgp_sessions_and_the_announcement(plan):
             True,
         ),
         ("router01: BGP lagrange (2001:db8:100::ff, AS209735): Active, not Established", True),
+    ]
+
+
+def test_a_session_down_says_why_and_one_over_its_limit_is_not_waited_for(ref, plan_for):
+    upstream(ref, "lagrange")["max_prefixes"] = 3
+    plan = plan_for(ref)
+    found = converged(plan, "router01")
+    found["bgp"]["2001:db8:300::1"].update(
+        state="Active", last_reset="BGP Notification received: Cease/Administrative Shutdown"
+    )
+    found["bgp"]["2001:db8:100::ff"].update(state="Idle", over_limit=True)
+    findings = evaluate(plan, plan.host("router01"), Preflight(), found)
+    assert [(f.line, f.waitable) for f in findings] == [
+        (
+            "router01: BGP ifog (2001:db8:300::1, AS34927): Active, not Established (last reset: "
+            "BGP Notification received: Cease/Administrative Shutdown)",
+            True,
+        ),
+        (
+            "router01: BGP lagrange (2001:db8:100::ff, AS209735): Idle, not Established: it sent "
+            "more than max_prefixes (3) routes that passed the filters; FRR reconnects every "
+            "15 minutes until it sends fewer",
+            False,
+        ),
     ]
 
 

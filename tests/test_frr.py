@@ -13,7 +13,7 @@ from tasks.fields import bogons
 from tasks.inventory import load_inventory
 from tasks.plan import asn_regex, bogon_asn_filter, load
 from tasks.render import render_host
-from tests.inventories import ROOT
+from tests.inventories import ROOT, upstream
 
 VTYSH = shutil.which("vtysh") or "/usr/bin/vtysh"
 
@@ -60,6 +60,18 @@ def test_every_neighbor_has_an_inbound_and_an_outbound_policy(frr_conf):
         assert re.search(
             rf"^  neighbor {re.escape(neighbor)} route-map RM-\S+-OUT out$", text, re.M
         )
+
+
+def test_a_prefix_limit_is_written_as_frr_shows_it(ref, plan_for, tmp_path):
+    """As bgp_config_write_peer_af prints it (threshold left at FRR's 75 %, then restart), so
+    that frr-reload sees no change on a rerun; and vtysh accepts it."""
+    upstream(ref, "lagrange")["max_prefixes"] = 250000
+    path = tmp_path / "frr.conf"
+    path.write_text(render_host(plan_for(ref), "router01")["/usr/local/etc/frr/frr.conf"])
+    result = dryrun(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    limits = [line for line in path.read_text().splitlines() if "maximum-prefix" in line]
+    assert limits == ["  neighbor 2001:db8:100::ff maximum-prefix 250000 restart 15"]
 
 
 def test_communities_are_emitted_sorted(frr_conf):

@@ -327,6 +327,37 @@ def test_the_stand_ins_refuse_what_the_deploy_must_never_run(
     assert entry == {"command": command.split(), "exit": result.returncode}
 
 
+def test_an_upstream_over_its_max_prefixes_is_cut_off_and_named(lab: Lab, inventory: Path) -> None:
+    """maximum-prefix is enforced by FRR itself: Lagrange's BIRD sends five routes that pass the
+    filters; with a limit of three FRR closes the session, and the deploy fails naming the
+    upstream and the reason at once (no waiting: the session stays down for the restart
+    interval). iFog's session is not touched. Raising the limit and rerunning brings the
+    session back at once, without waiting for the restart interval."""
+    before = established(status.gather(lab))
+    routers = inventory.parent / "group_data" / "routers.py"
+    original = routers.read_text()
+    edit(routers, '"prepend": 2,', '"prepend": 2, "max_prefixes": 3,')
+    result = deploy(lab, "-y")
+    assert result.returncode == 1, output(result)
+    text = output(result)
+    assert (
+        "router01: BGP lagrange (2001:db8:100::ff, AS209735): Idle, not Established: it sent "
+        "more than max_prefixes (3) routes that passed the filters" in text
+    ), text
+    assert "Traceback" not in text
+    sessions = {s["upstream"]: s for s in status.gather(lab)["sessions"]}
+    assert sessions["lagrange"]["router"] != "Established"
+    assert sessions["ifog"]["router"] == "Established"
+    assert sessions["ifog"]["connections_established"] == before["ifog"]
+
+    edit(routers, '"max_prefixes": 3,', '"max_prefixes": 300000,')
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    after = established(status.gather(lab))
+    assert after == {"ifog": before["ifog"], "lagrange": before["lagrange"] + 1}
+    routers.write_text(original)
+
+
 def test_lab_down_leaves_no_namespace_or_process(lab: Lab) -> None:
     directory = str(lab.dir)
     removed = lab.down()

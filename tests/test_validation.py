@@ -252,6 +252,19 @@ def test_malformed_large_community(ref, problems_for, community):
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "0 is not between 1 and 10000000"),
+        (10_000_001, "10000001 is not between 1 and 10000000"),
+        ("250k", "'250k' is not a whole number"),
+    ],
+)
+def test_max_prefixes(ref, problems_for, value, message):
+    upstream(ref, "lagrange")["max_prefixes"] = value
+    assert f"router01.upstreams[lagrange].max_prefixes: {message}" in problems_for(ref)
+
+
 @pytest.mark.parametrize("prepend", [-1, 11, 100])
 def test_prepend_count(ref, problems_for, prepend):
     upstream(ref, "lagrange")["prepend"] = prepend

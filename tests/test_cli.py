@@ -1,0 +1,46 @@
+"""`ownas check` on the example inventory: exit 0 and a one-screen summary of the address plan."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.inventories import ROOT, upstream, write
+
+
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "check", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_check_summarises_the_reference_plan():
+    result = check()
+    assert result.returncode == 0, result.stderr
+    lines = [line.rstrip() for line in result.stdout.splitlines()]
+    assert lines[0] == "AS201379  prefix 2a06:9801:1c::/48  link subnet 2a06:9801:1c:ffff::/64"
+    expected = [
+        "  ifog       AS34927   peer 2001:db8:300::1  gre0 to 198.51.100.44 (mtu 1476, mss 1416)",
+        "             prefix-list PL-BOGONS and filter-list ASPATH-BOGONS in, route-map "
+        "RM-IFOG-OUT out; communities 34927:9301 34927:9501",
+        "  lagrange   AS209735  peer 2001:db8:100::ff  on vtnet0",
+        "             prefix-list PL-BOGONS and filter-list ASPATH-BOGONS in, route-map "
+        "RM-LAGRANGE-OUT out; prepend 201379 x2",
+        "  gif0  vps01      2a06:9801:1c:1000::/64   to 203.0.113.10 (managed)",
+        " " * 19 + "inner 2a06:9801:1c:ffff::1 <-> 2a06:9801:1c:ffff::2  (mtu 1280, mss 1220)",
+        "  gif1  dcgw01     2a06:9801:1c:2000::/62   to 192.0.2.50 (unmanaged, opnsense)",
+        " " * 19 + "inner 2a06:9801:1c:ffff::3 <-> 2a06:9801:1c:ffff::4  (mtu 1280, mss 1220)",
+    ]
+    for line in expected:
+        assert line in lines, line
+    assert len(lines) <= 25  # one screen
+
+
+def test_check_shows_a_prefix_limit(ref, tmp_path):
+    upstream(ref, "lagrange")["max_prefixes"] = 300000
+    result = check("--inventory", str(write(tmp_path, ref)))
+    assert result.returncode == 0, result.stderr
+    assert "prepend 201379 x2; at most 300000 prefixes" in result.stdout
