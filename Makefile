@@ -1,4 +1,5 @@
-# ownas: `make test` installs everything the tests need (Debian 12, root or sudo) and runs them.
+# ownas: `make test` installs everything the tests need (Debian 12) and runs them; as root, as
+# the lab's end-to-end tests build network namespaces (`sudo make test` otherwise).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -39,6 +40,7 @@ test: deps lint
 # The example inventory deployed end to end in the lab, then the convergence report; the lab is
 # removed at the end, also when a step fails.
 demo: deps
+	$(BIN)/ownas lab down $(DEMO)
 	$(BIN)/ownas lab up $(DEMO)
 	trap '$(BIN)/ownas lab down $(DEMO)' EXIT; \
 		$(BIN)/pyinfra .lab-demo/inventory.py deploy.py -y && \

@@ -99,6 +99,8 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
     if not pre.pf_deferred:
         if found["pf_status"] != "Enabled":
             findings.append(Finding(f"{name}: pf is not enabled"))
+        elif found["pf_pending"]:
+            findings.append(Finding(f"{name}: pf: /etc/pf.conf is installed but not loaded"))
         elif found["pf_rules"] != found["pf_file_rules"]:
             findings.append(
                 Finding(
@@ -162,6 +164,7 @@ def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:
         "pf_status": host.get_fact(facts.PfStatus),
         "pf_rules": host.get_fact(facts.PfRules),
         "pf_file_rules": host.get_fact(facts.PfFileRules, path=freebsd.PF_CONF),
+        "pf_pending": host.get_fact(facts.ReloadPending, path=freebsd.PF_CONF),
         "pings": {
             (address, source, fib): host.get_fact(
                 facts.PingReply, address=address, source=source, fib=fib

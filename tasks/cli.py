@@ -109,6 +109,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
                 print(json.dumps(found, indent=2, sort_keys=True))
             else:
                 sys.stdout.write(status.report(found))
+        elif not lab.state_path.exists():
+            print(f"lab down: no lab in {lab.dir} (no lab.json); nothing removed")
         else:
             removed = lab.down()
             print(

@@ -82,20 +82,37 @@ class LoadedModules(FactBase):
         return sorted(line.strip() for line in output if line.strip())
 
 
-class ServiceRunning(FactBase):
-    """Whether ``service NAME status`` says the service runs."""
+class _Flag(FactBase):
+    """A yes/no fact: the command echoes ``word`` for yes (and always exits 0)."""
+
+    word = ""
 
     @override
     @staticmethod
     def default() -> bool:
         return False
 
-    def command(self, service: str) -> str:
-        return freebsd.service_status(service)
-
     @override
     def process(self, output: list[str]) -> bool:
-        return output == ["running"]
+        return output == [self.word]
+
+
+class ReloadPending(_Flag):
+    """Whether ``path`` was installed and is not loaded yet (its ``.ownas-pending`` marker)."""
+
+    word = "pending"
+
+    def command(self, path: str) -> str:
+        return freebsd.pending_check(path)
+
+
+class ServiceRunning(_Flag):
+    """Whether ``service NAME status`` says the service runs."""
+
+    word = "running"
+
+    def command(self, service: str) -> str:
+        return freebsd.service_status(service)
 
 
 @dataclass

@@ -37,6 +37,11 @@ PACKAGES = ("frr10", "frr10-pythontools")
 # Neither ends in ".conf", so the loader never reads them from /boot/loader.conf.d.
 STAGED = ".ownas-new"
 PREVIOUS = ".ownas-prev"
+# Beside an installed file that is not loaded yet; its reload removes it. pf.conf's tables and
+# nat lines do not show in ``pfctl -sr``, and an interrupted run must still load the file
+# next time, so the marker, not a comparison, says a reload is due.
+PENDING = ".ownas-pending"
+AWAITS_RELOAD = (PF_CONF,)
 
 
 def q(value: object) -> str:
@@ -140,6 +145,14 @@ def previous(path: str) -> str:
     return path + PREVIOUS
 
 
+def pending(path: str) -> str:
+    return path + PENDING
+
+
+def pending_check(path: str) -> str:
+    return f"test -e {q(pending(path))} && echo pending; true"
+
+
 def make_parent(path: str) -> str:
     parent = path.rsplit("/", 1)[0] or "/"
     return f"mkdir -p {q(parent)}"
@@ -173,7 +186,8 @@ def frr_semantic_check(path: str) -> str:
 def install(path: str) -> str:
     """Move the staged file into place atomically; the previous version stays as .ownas-prev."""
     target, new, prev = q(path), q(staged(path)), q(previous(path))
-    return f"if [ -e {target} ]; then ln -f {target} {prev}; fi && mv -f {new} {target}"
+    command = f"if [ -e {target} ]; then ln -f {target} {prev}; fi && mv -f {new} {target}"
+    return command + (f" && touch {q(pending(path))}" if path in AWAITS_RELOAD else "")
 
 
 # --- bringing the live system to the plan --------------------------------------------------
@@ -253,9 +267,9 @@ def route_delete(destination: str, fib: int) -> str:
 
 def pf_reload() -> str:
     """Load /etc/pf.conf (states kept); if that fails, put the previous file back and say so."""
-    conf, prev = q(PF_CONF), q(previous(PF_CONF))
+    conf, prev, mark = q(PF_CONF), q(previous(PF_CONF)), q(pending(PF_CONF))
     return (
-        f"pfctl -nf {conf} && pfctl -f {conf} || "
+        f"pfctl -nf {conf} && pfctl -f {conf} && rm -f {mark} || "
         f"{{ status=$?; [ -e {prev} ] && cp -p {prev} {conf}; "
         f"echo 'pf.conf failed to load: the previous file is back, the ruleset unchanged' >&2; "
         f"exit $status; }}"

@@ -28,6 +28,7 @@ from tasks.facts import (
     PfFileRules,
     PfRules,
     PfStatus,
+    ReloadPending,
     RouteLookup,
     ServiceRunning,
     SysctlValues,
@@ -217,7 +218,8 @@ def pf_in_sync() -> bool:
 
 @operation()
 def pf(content: str, deferred: bool = False):
-    """Load /etc/pf.conf when it changed or the loaded rules differ from it; states are kept.
+    """Load /etc/pf.conf when it changed, was installed and not loaded yet (its tables and nat
+    lines do not show in the loaded rules), or the loaded rules differ from it; states are kept.
 
     ``pfctl -nf`` then ``pfctl -f`` (what ``service pf reload`` does), ``pfctl -e`` when pf is
     off, and pflog started when it is not running. Never ``service pf restart``: it flushes
@@ -227,7 +229,8 @@ def pf(content: str, deferred: bool = False):
         host.noop("pf is not in the kernel: it loads at the next boot")
         return
     commands: list[str] = []
-    if _differs(freebsd.PF_CONF, content) or not pf_in_sync():
+    installed = host.get_fact(ReloadPending, path=freebsd.PF_CONF)
+    if _differs(freebsd.PF_CONF, content) or installed or not pf_in_sync():
         commands.append(freebsd.pf_reload())
     if host.get_fact(PfStatus) != "Enabled":
         commands.append(freebsd.PF_ENABLE)

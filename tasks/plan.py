@@ -353,6 +353,7 @@ def _check_upstreams(network: Network, problems: Problems) -> None:
     wan = router.wan
     names: dict[Any, str] = {}
     peers: dict[Any, str] = {}
+    addresses: dict[Any, str] = {}  # our inner addresses on upstream tunnels
     for upstream in router.upstreams:
         where = f"{router.name}.upstreams[{upstream.name}]"
         if upstream.name in names:
@@ -371,6 +372,17 @@ def _check_upstreams(network: Network, problems: Problems) -> None:
         if tunnel is not None:
             if tunnel.address is not None and tunnel.address == upstream.peer:
                 problems.add(f"{where}.tunnel.address", "is the peer's address, not ours")
+            if tunnel.address is not None and tunnel.address in addresses:
+                problems.add(
+                    f"{where}.tunnel.address",
+                    f"{tunnel.address} is also our address on {addresses[tunnel.address]}'s tunnel",
+                )
+            if tunnel.address is not None:
+                addresses[tunnel.address] = upstream.name
+            for field, address in (("peer", upstream.peer), ("tunnel.address", tunnel.address)):
+                planned = _planned_space(network, address)
+                if planned:
+                    problems.add(f"{where}.{field}", f"{address} is inside {planned}")
             kind = (tunnel.interface or "").rstrip("0123456789")
             if tunnel.mtu and kind in MAX_MTU and tunnel.mtu > MAX_MTU[kind]:
                 problems.add(
@@ -390,6 +402,21 @@ def _check_upstreams(network: Network, problems: Problems) -> None:
             )
         elif upstream.peer == wan.ipv6.ip:
             problems.add(f"{where}.peer", f"{upstream.peer} is the router's own WAN address")
+
+
+def _planned_space(network: Network, address: Any) -> str | None:
+    """What of our own plan ``address`` falls into (the link subnet whose /128 pairs ownas
+    hands out, the router's loopback subnet, a delegation), or None."""
+    if address is None:
+        return None
+    spaces = [(network.link_subnet, "the link subnet")]
+    if network.router.loopback is not None:
+        spaces.append((network.router.loopback.cidr, "the router's loopback subnet"))
+    spaces += [(d.delegate, f"{d.name}'s delegation") for d in network.downstreams]
+    for space, what in spaces:
+        if space is not None and address.version == 6 and address in space:
+            return f"{what} {space}"
+    return None
 
 
 def _check_downstreams(network: Network, problems: Problems) -> None:

@@ -337,13 +337,18 @@ class Machine:
             return False, [], [str(error)] + ([refused.group(1)] if refused else [])
         return self.ok()
 
-    def install(self, target, _target2, _prev, new, _target3):
+    def install(self, target, _target2, _prev, new, _target3, marker=None):
         if new not in self.host.files:
             return False, [], [f"mv: rename {new} to {target}: No such file or directory"]
         if target in self.host.files:
             self.host.files[target + ".ownas-prev"] = self.host.files[target]
         self.host.files[target] = self.host.files.pop(new)
+        if marker:
+            self.host.files[marker] = ""
         return self.ok()
+
+    def pending(self, marker):
+        return self.ok("pending" if marker in self.host.files else "")
 
     def kldload(self, module):
         if self.host.securelevel >= 1:
@@ -479,6 +484,7 @@ class Machine:
         if "pf" not in self.host.modules:
             return False, [], ["pfctl: /dev/pf: No such file or directory"]
         self.host.pf_loaded = pf_rules(content, self.host.fibs)
+        self.host.files.pop("/etc/pf.conf.ownas-pending", None)
         return self.ok()
 
     def pf_enable(self):
@@ -554,16 +560,22 @@ HANDLERS: list[tuple[str, Any]] = [
     (r"vtysh --dryrun -f (\S+)" + _REFUSED, Machine.validate_real),
     (r"! grep -Ev .* (\S+)" + _REFUSED, Machine.validate_real),
     (
-        r"if \[ -e (\S+) \]; then ln -f (\S+) (\S+); fi && mv -f (\S+) (\S+)",
+        r"if \[ -e (\S+) \]; then ln -f (\S+) (\S+); fi && mv -f (\S+) (\S+)"
+        r"(?: && touch (\S+\.ownas-pending))?",
         Machine.install,
     ),
+    (r"test -e (\S+\.ownas-pending) && echo pending; true", Machine.pending),
     (r"kldload -n (\S+)", Machine.kldload),
     (r"sysctl net\.fibs=(\d+)", Machine.sysctl_set),
     (r"sysctl (net\.inet6?\.ip6?\.forwarding)=([01])", Machine.sysctl_forwarding),
     (r"service netif start (\S+)", Machine.netif_start),
     (r"ifconfig (\S+) (.+)", Machine.ifconfig_set),
     (r"route -6 (add|change|delete) (.+)", Machine.route),
-    (r"pfctl -nf /etc/pf\.conf && pfctl -f /etc/pf\.conf \|\| \{ .* \}", Machine.pf_reload),
+    (
+        r"pfctl -nf /etc/pf\.conf && pfctl -f /etc/pf\.conf && rm -f /etc/pf\.conf\.ownas-pending"
+        r" \|\| \{ .* \}",
+        Machine.pf_reload,
+    ),
     (r"pfctl -e", Machine.pf_enable),
     (r"service (\w+) start", Machine.service_start),
     (

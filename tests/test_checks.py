@@ -51,6 +51,7 @@ def converged(plan: Plan, name: str) -> dict[str, Any]:
         "pf_status": "Enabled",
         "pf_rules": ["pass out quick all flags S/SA keep state"],
         "pf_file_rules": ["pass out quick all flags S/SA keep state"],
+        "pf_pending": False,
         "pings": {key: True for key in pings_for(plan, hp, Preflight())},
         "bgp": {p: {"state": "Established", "connections": 1} for p in peers},
         "advertised": {p: [str(plan.network.prefix)] for p in peers},

@@ -23,8 +23,8 @@ from tests.inventories import ROOT, host, upstream, write
 # Commands that only read state; everything else a host runs is an action.
 READS = re.compile(
     r"^(uname -sr|sysctl -n |getent passwd|echo \"\$SSH_CLIENT\"|for m in |\( test -e |"
-    r"test -e .* sha256sum|env -i /bin/sh|ifconfig$|route -n -6 get|pfctl -s info|pfctl -sr|"
-    r"pfctl -nvf|service \w+ status|pkg info|vtysh -c 'show|"
+    r"test -e .* (sha256sum|&& echo pending)|env -i /bin/sh|ifconfig$|route -n -6 get|"
+    r"pfctl -s info|pfctl -sr|pfctl -nvf|service \w+ status|pkg info|vtysh -c 'show|"
     r"/usr/local/sbin/frr-reload\.py --test .*/frr\.conf$|(setfib \d+ )?ping )"
 )
 
@@ -170,6 +170,40 @@ def test_first_deploy_converges_in_order(lab: Lab) -> None:
     assert router.frr_connections == {"2001:db8:300::1": 1, "2001:db8:100::ff": 1}
     # The unmanaged site is not configured in this world: reported, but not a failure.
     assert "unmanaged dcgw01" in result.stderr
+
+
+PF_RELOAD = "pfctl -nf /etc/pf.conf && pfctl -f /etc/pf.conf && rm -f /etc/pf.conf.ownas-pending"
+
+
+@pytest.mark.parametrize("change", ["trusted source", "jail nat"])
+def test_a_pf_conf_change_outside_the_rules_is_loaded(lab: Lab, change: str) -> None:
+    """A new trusted source changes only a table, a new NAT network only a nat line: neither
+    shows in ``pfctl -sr``. Installing pf.conf marks it for reload, so it is loaded all the
+    same, and the marker is gone afterwards."""
+    assert lab.deploy("-y")[0].returncode == 0
+    if change == "trusted source":
+        lab.ref["all"]["trusted_sources"] = [*lab.ref["all"]["trusted_sources"], "198.51.100.102"]
+        hosts = ["router01", "vps01"]
+    else:
+        host(lab.ref, "vps01")["lan"]["nat"] = "10.254.253.0/24"
+        hosts = ["vps01"]
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    for name in ("router01", "vps01"):
+        reloads = [c for c in actions(log, name) if c.startswith(PF_RELOAD)]
+        assert len(reloads) == (1 if name in hosts else 0), name
+        assert "/etc/pf.conf.ownas-pending" not in lab.world.hosts[name].files
+
+
+def test_a_pf_conf_installed_by_an_interrupted_run_is_loaded_by_the_next(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    world = lab.world
+    world.hosts["vps01"].files["/etc/pf.conf.ownas-pending"] = ""  # installed, never loaded
+    world.save(lab.world_path)
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert [c for c in actions(log, "vps01") if c.startswith(PF_RELOAD)]
+    assert "/etc/pf.conf.ownas-pending" not in lab.world.hosts["vps01"].files
 
 
 def test_rerun_changes_nothing(lab: Lab) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tasks.lab import status
-from tasks.lab.lab import Lab
+from tasks.lab.lab import Lab, LabError
 from tests.inventories import ROOT
 
 PREFIX = "2a06:9801:1c::/48"
@@ -302,20 +302,26 @@ def test_an_unreachable_vps_fails_the_run_clearly_and_leaves_the_router_converge
         ("router01", "service frr restart", "takes a live network down"),
         ("router01", "service pf restart", "takes a live network down"),
         ("router01", "route -6 add 2001:db8:1::/48 ::1 -fib 3", "invalid fib number: 3"),
-        ("router01", "route -6 add 2001:db8:1::/48 ::1 -gateway", "illegal keyword -gateway"),
-        ("router01", "ifconfig gre0 tunnel 198.51.100.10", "bad value"),
+        ("router01", "route -6 add 2001:db8:1::/48 ::1 -proto1", "not syntax the deploy uses"),
+        ("router01", "route -n -6 get -fib x default", "not syntax the deploy uses"),
+        ("router01", "ifconfig gre0 tunnel 198.51.100.10", "'tunnel' requires 2 arguments"),
+        ("router01", "ifconfig gre0 tunnel 198.51.100.10 198.51.100.44 up", "not syntax the"),
         ("router01", "ifconfig gre7 up", "interface gre7 does not exist"),
-        ("router01", "pkg install -y -- bird2", "No packages available"),
+        ("router01", "ifconfig lo0 inet6 2001:db8::99 -alias", "Can't assign requested address"),
+        ("router01", "kldload -n if_wg0", "can't load if_wg0: No such file or directory"),
+        ("router01", "pkg install -y -- bird2", "the lab's pkg has only frr10"),
+        ("router01", "service sshd start", "does not exist in /etc/rc.d"),
         ("vps01", "sysctl net.fibs=1", "Capabilities insufficient"),
         ("vps01", "pfctl -nf /etc/passwd", "syntax error"),
-        ("vps01", "uname -a", "usage: uname"),
+        ("vps01", "uname -a", "not syntax the deploy uses"),
     ],
 )
 def test_the_stand_ins_refuse_what_the_deploy_must_never_run(
     lab: Lab, host: str, command: str, message: str
 ) -> None:
-    """FreeBSD's syntax only, and never a restart that takes the network down: refused with
-    a non-zero exit and nothing changed (the host's log records the refusal)."""
+    """Only the syntax the deploy uses, what FreeBSD itself refuses, and never a restart that
+    takes the network down: refused with a non-zero exit and nothing changed (the host's log
+    records the refusal)."""
     state = (lab.host_dir(host) / "state.json").read_text()
     environment = [f"OWNAS_LAB={lab.dir}", f"OWNAS_LAB_HOST={lab.host_dir(host)}"]
     path = f"PATH={lab.dir}/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -358,18 +364,71 @@ def test_an_upstream_over_its_max_prefixes_is_cut_off_and_named(lab: Lab, invent
     routers.write_text(original)
 
 
+def lab_processes(lab: Lab) -> set[int]:
+    """Every process in the lab's namespaces (FRR's daemons, BIRD, sshd, socat, inits)."""
+    pids: set[int] = set()
+    for namespace in lab.state()["namespaces"].values():
+        listing = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+        pids |= {int(pid) for pid in listing.stdout.split()}
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """Running, not merely a zombie: a killed lab init is reparented to this machine's PID 1,
+    whose job reaping it is (some container inits never do)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_another_lab_is_never_touched(lab: Lab, inventory: Path, tmp_path: Path) -> None:
+    """A lab's namespaces are taken: a second lab refuses to start on them and removes
+    nothing; `down` for a directory that holds no lab (or a shorter prefix, as `ownas-` is of
+    `ownas-demo-`) removes nothing either, and never deletes a directory that is not a lab."""
+    pids = lab_processes(lab)
+    other = Lab(tmp_path / "other", prefix=lab.prefix)
+    with pytest.raises(LabError, match="exist, made by another lab"):
+        other.up(inventory)
+    stranger = tmp_path / "not-a-lab"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    assert Lab(stranger, prefix=lab.prefix.rsplit("-", 1)[0]).down() == []
+    assert (stranger / "notes.txt").read_text() == "mine"
+    assert all(alive(pid) for pid in pids)
+    assert established(status.gather(lab))
+
+
+def test_a_failed_lab_up_leaves_nothing(inventory: Path, tmp_path: Path) -> None:
+    """`up` that fails half-way (here: BIRD cannot start) removes what it made."""
+
+    class BrokenUpstream(Lab):
+        def _upstream(self, *args: Any, **kwargs: Any) -> None:
+            raise LabError("injected: BIRD would not start")
+
+    broken = BrokenUpstream(tmp_path / "broken", prefix=f"ownas-f{os.getpid()}")
+    with pytest.raises(LabError, match="injected"):
+        broken.up(inventory)
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert broken.prefix + "-" not in listing
+    assert not broken.dir.exists()
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if _mentions(p, broken.dir)]
+
+
+def _mentions(cmdline: Path, directory: Path) -> bool:
+    try:
+        return str(directory) in cmdline.read_bytes().decode(errors="replace")
+    except OSError:
+        return False  # ended while we looked
+
+
 def test_lab_down_leaves_no_namespace_or_process(lab: Lab) -> None:
-    directory = str(lab.dir)
+    pids = lab_processes(lab)
+    assert len(pids) >= 10  # inits, sshds, zebra, staticd, bgpd, birds, ...
     removed = lab.down()
     assert len(removed) == 5  # router01, vps01, ifog, lagrange, inet
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lab.prefix + "-" not in listing
-    left = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if directory in cmdline.read_bytes().decode(errors="replace"):
-                left.append(cmdline.parent.name)
-        except OSError:
-            continue  # ended while we looked
-    assert left == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert not lab.dir.exists()

@@ -215,6 +215,35 @@ def test_upstream_peer_must_be_on_a_configured_link(ref, problems_for):
     )
 
 
+def test_upstream_inner_pair_stays_out_of_our_planned_space(ref, problems_for):
+    """The upstream assigns its tunnel's inner pair; landing on a /128 pair ownas hands out
+    (here vps01's) would put the same address on two tunnels."""
+    ifog = upstream(ref, "ifog")
+    ifog["peer"], ifog["tunnel"]["address"] = "2a06:9801:1c:ffff::2", "2a06:9801:1c:ffff::1"
+    problems = problems_for(ref)
+    subnet = "the link subnet 2a06:9801:1c:ffff::/64"
+    assert f"router01.upstreams[ifog].peer: 2a06:9801:1c:ffff::2 is inside {subnet}" in problems
+    assert (
+        f"router01.upstreams[ifog].tunnel.address: 2a06:9801:1c:ffff::1 is inside {subnet}"
+        in problems
+    )
+    ifog["peer"], ifog["tunnel"]["address"] = "2a06:9801:1c:1000::1", "2a06:9801:1c:1000::2"
+    assert (
+        "router01.upstreams[ifog].peer: 2a06:9801:1c:1000::1 is inside vps01's delegation "
+        "2a06:9801:1c:1000::/64" in problems_for(ref)
+    )
+
+
+def test_upstream_tunnel_addresses_are_unique(ref, problems_for):
+    tunnel = {"interface": "gif9", "endpoint": "198.51.100.77", "address": "2001:db8:300::2"}
+    second = {"name": "route64", "asn": 212895, "peer": "2001:db8:400::1", "tunnel": tunnel}
+    ref["routers"]["upstreams"].append(second)
+    assert (
+        "router01.upstreams[route64].tunnel.address: 2001:db8:300::2 is also our address on "
+        "ifog's tunnel" in problems_for(ref)
+    )
+
+
 def test_extra_bgp_peer_must_be_on_the_wan(ref, problems_for):
     host(ref, "router01")["extra_bgp_peers"] = ["192.0.2.20"]
     assert "router01.extra_bgp_peers: 192.0.2.20 is not a neighbor on the WAN subnet" in (

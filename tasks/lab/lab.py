@@ -33,7 +33,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from tasks.inventory import load_inventory
-from tasks.lab import links
+from tasks.lab import alive, links
 from tasks.lab.links import HIDDEN
 from tasks.lab.topology import Topology, Upstream, build
 from tasks.plan import Plan, load
@@ -68,6 +68,11 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
     if check and result.returncode != 0:
         raise LabError(f"{' '.join(argv)}: {(result.stderr or result.stdout).strip()}")
     return result
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces)")
 
 
 def _netns_names() -> list[str]:
@@ -131,6 +136,14 @@ class Lab:
         if self.state_path.exists():
             self._update(topology)
         else:
+            wanted = set(self._namespaces(topology).values())
+            taken = [n for n in _netns_names() if n in wanted]
+            if taken:
+                raise LabError(
+                    f"namespaces {', '.join(taken)} exist, made by another lab or by hand: "
+                    "`ownas lab down` with the --dir and --prefix that made them, or another "
+                    "--prefix"
+                )
             try:
                 self._create(plan, topology)
             except BaseException:
@@ -142,37 +155,42 @@ class Lab:
         return self.inventory
 
     def _preconditions(self) -> None:
-        if os.geteuid() != 0:
-            raise LabError("the lab needs root (network namespaces)")
+        _require_root()
         for program in PROGRAMS:
             if shutil.which(program) is None:
                 raise LabError(f"{program} is missing: `make deps` installs it")
         if not Path("/usr/sbin/sshd").exists():
             raise LabError("/usr/sbin/sshd is missing: `make deps` installs openssh-server")
-        for path in (PROJECT, Path(sys.prefix)):
+        for path in (PROJECT, Path(sys.prefix), Path(sys.base_prefix)):
             if path.is_relative_to("/usr/local"):
                 raise LabError(
                     f"{path} is under /usr/local, which each lab host replaces with its own"
                 )
 
-    def _create(self, plan: Plan, topology: Topology) -> None:
-        taken = [n for n in _netns_names() if n.startswith(f"{self.prefix}-")]
-        if taken:
-            raise LabError(f"namespaces {', '.join(taken)} exist: run `ownas lab down` first")
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def _namespaces(self, topology: Topology) -> dict[str, str]:
+        """The lab's hosts and the namespaces they run in."""
         names = [*topology.managed, *(u.name for u in topology.upstreams), "inet"]
+        return {name: self.namespace(name) for name in names}
+
+    def _create(self, plan: Plan, topology: Topology) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        namespaces = self._namespaces(topology)
+        names = list(namespaces)
         state: dict[str, Any] = {
             "prefix": self.prefix,
             "asn": plan.network.asn,
-            "namespaces": {name: self.namespace(name) for name in names},
+            "namespaces": namespaces,
             "hosts": {name: {"dir": str(self.host_dir(name))} for name in topology.managed},
             "upstreams": {},
             "inits": {},
             "topology": asdict(topology),
+            "made": [],  # the namespaces this lab created: all that `down` may remove
         }
         self._save(state)
         for name in names:
             _run(["ip", "netns", "add", self.namespace(name)])
+            state["made"].append(self.namespace(name))
+            self._save(state)
             self.ip(name, "link", "set", "lo", "up")
             self._sysctl(
                 name, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"
@@ -191,6 +209,17 @@ class Lab:
         """A running lab follows the inventory's underlay: a VPS that moved gets its new address
         (as its provider would give it), and an sshd that was stopped is started again."""
         state = self.state()
+        existing = set(_netns_names())
+        gone = [
+            name
+            for name, info in state["inits"].items()
+            if state["namespaces"][name] not in existing or not alive(info["init"])
+        ]
+        if gone:
+            raise LabError(
+                f"the lab in {self.dir} is not running any more ({', '.join(gone)} gone, e.g. "
+                "after a reboot): `ownas lab down`, then `ownas lab up`"
+            )
         old = state["topology"]
         new = json.loads(json.dumps(asdict(topology)))  # as lab.json holds it: lists
         underlay = ("wan", "gateways", "inet_addresses")
@@ -203,8 +232,9 @@ class Lab:
             )
         for name in topology.managed:
             if old["wan"][name] != topology.wan[name]:
+                uplink = topology.uplinks[name]
                 for address in old["wan"][name]:
-                    self.ip(name, "addr", "del", address, "dev", "vtnet0", check=False)
+                    self.ip(name, "addr", "del", address, "dev", uplink, check=False)
                 for address in old["inet_addresses"][name]:
                     self.ip("inet", "addr", "del", address, "dev", f"u-{name}", check=False)
                 self._uplink_addresses(topology, name)
@@ -271,8 +301,9 @@ class Lab:
         self.ip("inet", "link", "set", "wan", "up")
         for address in topology.inet_addresses[topology.router]:
             self.ip("inet", "addr", "add", address, "dev", "wan", "nodad")
-        self._veth(topology.router, "vtnet0", "inet", f"u-{topology.router}")
-        self.ip("inet", "link", "set", f"u-{topology.router}", "master", "wan")
+        router = topology.router
+        self._veth(router, topology.uplinks[router], "inet", f"u-{router}")
+        self.ip("inet", "link", "set", f"u-{router}", "master", "wan")
         for upstream in topology.upstreams:
             if not upstream.tunnel:
                 self._veth(upstream.name, upstream.interface, "inet", f"u-{upstream.name}")
@@ -283,7 +314,7 @@ class Lab:
                     *("dev", upstream.interface, "nodad"),
                 )
         for name in topology.managed[1:]:
-            self._veth(name, "vtnet0", "inet", f"u-{name}")
+            self._veth(name, topology.uplinks[name], "inet", f"u-{name}")
         for name in topology.managed:
             self._uplink_addresses(topology, name)
         for name, interface in topology.lan.items():
@@ -291,7 +322,7 @@ class Lab:
 
     def _uplink_addresses(self, topology: Topology, name: str) -> None:
         for address in topology.wan[name]:
-            self.ip(name, "addr", "add", address, "dev", "vtnet0", "nodad")
+            self.ip(name, "addr", "add", address, "dev", topology.uplinks[name], "nodad")
         if name != topology.router:
             for address in topology.inet_addresses[name]:
                 self.ip("inet", "addr", "add", address, "dev", f"u-{name}", "nodad")
@@ -494,8 +525,15 @@ class Lab:
     # --- down ----------------------------------------------------------------------------------
 
     def down(self) -> list[str]:
-        """Remove every namespace, link and process the lab made; also after a failed run."""
-        namespaces = sorted(n for n in _netns_names() if n.startswith(f"{self.prefix}-"))
+        """Remove every namespace, link and process the lab made; also after a failed run.
+
+        Only what ``lab.json`` names: another lab's namespaces (``ownas-demo-*`` also starts
+        with ``ownas-``) and a directory that is not a lab are never touched."""
+        if not self.state_path.exists():
+            return []
+        _require_root()
+        made = set(self.state()["made"])
+        namespaces = sorted(n for n in _netns_names() if n in made)
         for namespace in namespaces:
             # Everything running in a lab namespace was started by the lab; each PID namespace
             # ends with its PID 1 (the unshare'd tasks.lab.init), which is among them.
@@ -516,6 +554,8 @@ class Lab:
                 if name not in ("lo", "lo0"):
                     _run(["ip", "-n", namespace, "link", "del", name], check=False)
             _run(["ip", "netns", "del", namespace], check=False)
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
+        left = [n for n in _netns_names() if n in made]
+        if left:
+            raise LabError(f"namespaces {', '.join(left)} could not be removed")
+        shutil.rmtree(self.dir)
         return namespaces

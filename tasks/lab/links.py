@@ -82,6 +82,28 @@ def ports(link: dict[str, Any]) -> tuple[str, str, str]:
     return bridge, bridge + "a", bridge + "b"
 
 
+def connected(lab: dict[str, Any], link: dict[str, Any]) -> bool:
+    """Whether a tunnel link carries packets, read from the links themselves: both bridge
+    ports and both ends (under their FreeBSD names) up with a carrier."""
+    if link["b"] is None:
+        return False
+    _bridge, a, b = ports(link)
+    ends = [("inet", a), ("inet", b)]
+    ends += [(end["host"], end["interface"]) for end in (link["a"], link["b"])]
+    for host, interface in ends:
+        namespace = lab["namespaces"][host]
+        listing = subprocess.run(
+            ["ip", "-n", namespace, "-j", "link", "show", "dev", interface],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        flags = json.loads(listing or "[{}]")[0].get("flags", [])
+        if "UP" not in flags or "LOWER_UP" not in flags:
+            return False
+    return True
+
+
 def reconcile(lab_dir: Path) -> None:
     """Connect or cut every tunnel link at its bridge, as ``desired`` says."""
     lab = json.loads((lab_dir / "lab.json").read_text())

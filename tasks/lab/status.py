@@ -116,7 +116,7 @@ def gather(lab: Lab) -> dict[str, Any]:
                 "interface": link["a"]["interface"],
                 "site": link["site"],
                 "in_lab": far is not None,
-                "up": links.desired(state, link),
+                "up": links.connected(state, link),
                 "router_endpoints": _endpoints(state, router, link["a"]["interface"]),
                 "far_endpoints": far_endpoints,
             }

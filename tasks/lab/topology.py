@@ -62,6 +62,7 @@ class Topology:
     upstreams: tuple[Upstream, ...]
     tunnels: tuple[TunnelLink, ...]
     controller: str  # the trusted address SSH comes from
+    uplinks: dict[str, str] = field(default_factory=dict)  # host -> uplink interface name
     wan: dict[str, list[str]] = field(default_factory=dict)  # host -> uplink addresses/len
     gateways: dict[str, list[str]] = field(default_factory=dict)  # host -> default routers
     inet_addresses: dict[str, list[str]] = field(default_factory=dict)  # inet side of uplinks
@@ -152,6 +153,7 @@ def build(plan: Plan) -> Topology:
         sample=sample(plan),
         paths=sample_paths(),
     )
+    topology.uplinks[router.name] = wan.interface
     topology.wan[router.name] = [str(wan.ipv4)] + ([str(wan.ipv6)] if wan.ipv6 else [])
     topology.gateways[router.name] = [
         str(g) for g in (wan.ipv4_gateway, wan.ipv6_gateway) if g is not None
@@ -169,6 +171,7 @@ def build(plan: Plan) -> Topology:
         gateway = IPAddress(subnet.first + 1)
         if gateway == downstream.endpoint:
             gateway = IPAddress(subnet.first + 2)
+        topology.uplinks[downstream.name] = downstream.wan_interface
         topology.wan[downstream.name] = [f"{downstream.endpoint}/24"]
         topology.gateways[downstream.name] = [str(gateway)]
         topology.inet_addresses[downstream.name] = [f"{gateway}/24"]
