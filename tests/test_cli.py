@@ -44,3 +44,16 @@ def test_check_shows_a_prefix_limit(ref, tmp_path):
     result = check("--inventory", str(write(tmp_path, ref)))
     assert result.returncode == 0, result.stderr
     assert "prepend 201379 x2; at most 300000 prefixes" in result.stdout
+
+
+def test_lab_down_without_a_lab_removes_nothing(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "lab", "down", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"lab down: no lab in {tmp_path} (no lab.json); nothing removed\n"
+    assert (tmp_path / "notes.txt").read_text() == "mine"

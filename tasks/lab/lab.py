@@ -532,7 +532,8 @@ class Lab:
         if not self.state_path.exists():
             return []
         _require_root()
-        made = set(self.state()["made"])
+        state = self.state()
+        made = set(state.get("made", state["namespaces"].values()))  # (older labs: all named)
         namespaces = sorted(n for n in _netns_names() if n in made)
         for namespace in namespaces:
             # Everything running in a lab namespace was started by the lab; each PID namespace
