@@ -145,6 +145,8 @@ def pings_for(plan: Plan, hp: HostPlan, pre: Preflight) -> list[tuple[str, str |
         if tunnel.interface in pre.deferred_tunnels:
             continue
         if hp.role == "router":
+            if tunnel.role == "downstream" and plan.network.downstream(tunnel.far_end).managed:
+                continue  # proven from the downstream's side, after the barrier
             wanted.append((str(tunnel.peer), None, 0))
         else:
             wanted.append((str(tunnel.peer), str(tunnel.address), tunnel.fib))

@@ -558,7 +558,8 @@ def bogon_filter(network: Network) -> tuple[PrefixListEntry, ...]:
     entries = [("deny", IPNetwork("::/0"), " le 7")]
     entries += [("deny", bogon, " le 128") for bogon in data.ipv6]
     entries += [("deny", outside, " le 128") for outside in _complement(data.global_unicast)]
-    entries += [("deny", IPNetwork("::/0"), f" le {data.shortest - 1}")]
+    if data.shortest > 8:  # else the first entry covers it
+        entries += [("deny", IPNetwork("::/0"), f" le {data.shortest - 1}")]
     head = [PrefixListEntry(5 * (i + 1), *entry) for i, entry in enumerate(entries)]
     tail = [
         ("deny", network.prefix, ""),

@@ -63,8 +63,9 @@ def test_every_neighbor_has_an_inbound_and_an_outbound_policy(frr_conf):
 
 
 def test_a_prefix_limit_is_written_as_frr_shows_it(ref, plan_for, tmp_path):
-    """As bgp_config_write_peer_af prints it (threshold left at FRR's 75 %, then restart), so
-    that frr-reload sees no change on a rerun; and vtysh accepts it."""
+    """In the form bgpd/bgp_vty.c's bgp_config_write_peer_af prints (threshold left at FRR's
+    75 %, then restart; the same in 8.4 and 10.5), so that frr-reload sees no change on a
+    rerun (the lab's max_prefixes test reruns it); and vtysh accepts it."""
     upstream(ref, "lagrange")["max_prefixes"] = 250000
     path = tmp_path / "frr.conf"
     path.write_text(render_host(plan_for(ref), "router01")["/usr/local/etc/frr/frr.conf"])

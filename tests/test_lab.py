@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tasks.lab import status
+from tasks.lab import running, status
 from tasks.lab.lab import Lab, LabError
 from tests.inventories import ROOT
 
@@ -109,6 +109,12 @@ def ping_from_upstream(lab: Lab, upstream: str, address: str) -> bool:
     return subprocess.run([*netns, *ping], capture_output=True).returncode == 0
 
 
+def outcome(result: subprocess.CompletedProcess, operation: str, host: str) -> str:
+    """What pyinfra printed for ``host`` under ``--> Starting operation: OPERATION``."""
+    block = output(result).split(f"Starting operation: {operation} \n", 1)[1].split("-->", 1)[0]
+    return re.search(rf"\[{host}\]\s+(.*)", block).group(1).strip()
+
+
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
@@ -157,6 +163,7 @@ def test_a_second_run_changes_nothing_and_resets_no_session(lab: Lab) -> None:
     assert result.returncode == 0, output(result)
     for host, count in counts.items():
         assert actions(log(lab, host)[count:]) == [], host
+    assert outcome(result, "Router | Reload FRR", "router01") == "No changes"
     assert files(lab) == hashes
     assert established(status.gather(lab)) == before
 
@@ -305,12 +312,12 @@ def test_an_unreachable_vps_fails_the_run_clearly_and_leaves_the_router_converge
         ("router01", "route -6 add 2001:db8:1::/48 ::1 -proto1", "not syntax the deploy uses"),
         ("router01", "route -n -6 get -fib x default", "not syntax the deploy uses"),
         ("router01", "ifconfig gre0 tunnel 198.51.100.10", "'tunnel' requires 2 arguments"),
-        ("router01", "ifconfig gre0 tunnel 198.51.100.10 198.51.100.44 up", "not syntax the"),
+        ("router01", "ifconfig gre0 tunnel 198.51.100.10 198.51.100.99 up", "not syntax the"),
         ("router01", "ifconfig gre7 up", "interface gre7 does not exist"),
         ("router01", "ifconfig lo0 inet6 2001:db8::99 -alias", "Can't assign requested address"),
         ("router01", "kldload -n if_wg0", "can't load if_wg0: No such file or directory"),
         ("router01", "pkg install -y -- bird2", "the lab's pkg has only frr10"),
-        ("router01", "service sshd start", "does not exist in /etc/rc.d"),
+        ("router01", "service frr reload", "not syntax the deploy uses"),
         ("vps01", "sysctl net.fibs=1", "Capabilities insufficient"),
         ("vps01", "pfctl -nf /etc/passwd", "syntax error"),
         ("vps01", "uname -a", "not syntax the deploy uses"),
@@ -342,6 +349,13 @@ def test_an_upstream_over_its_max_prefixes_is_cut_off_and_named(lab: Lab, invent
     before = established(status.gather(lab))
     routers = inventory.parent / "group_data" / "routers.py"
     original = routers.read_text()
+    try:
+        cut_off_and_back(lab, routers, before)
+    finally:
+        routers.write_text(original)
+
+
+def cut_off_and_back(lab: Lab, routers: Path, before: dict[str, int]) -> None:
     edit(routers, '"prepend": 2,', '"prepend": 2, "max_prefixes": 3,')
     result = deploy(lab, "-y")
     assert result.returncode == 1, output(result)
@@ -361,7 +375,12 @@ def test_an_upstream_over_its_max_prefixes_is_cut_off_and_named(lab: Lab, invent
     assert result.returncode == 0, output(result)
     after = established(status.gather(lab))
     assert after == {"ifog": before["ifog"], "lagrange": before["lagrange"] + 1}
-    routers.write_text(original)
+    count = len(log(lab, "router01"))
+    result = deploy(lab, "-y")  # maximum-prefix is written as FRR shows it: nothing to reload
+    assert result.returncode == 0, output(result)
+    assert actions(log(lab, "router01")[count:]) == []
+    assert outcome(result, "Router | Reload FRR", "router01") == "No changes"
+    assert established(status.gather(lab)) == after
 
 
 def lab_processes(lab: Lab) -> set[int]:
@@ -373,20 +392,11 @@ def lab_processes(lab: Lab) -> set[int]:
     return pids
 
 
-def alive(pid: int) -> bool:
-    """Running, not merely a zombie: a killed lab init is reparented to this machine's PID 1,
-    whose job reaping it is (some container inits never do)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
 def test_another_lab_is_never_touched(lab: Lab, inventory: Path, tmp_path: Path) -> None:
     """A lab's namespaces are taken: a second lab refuses to start on them and removes
-    nothing; `down` for a directory that holds no lab (or a shorter prefix, as `ownas-` is of
-    `ownas-demo-`) removes nothing either, and never deletes a directory that is not a lab."""
+    nothing. `down` removes only what a lab's lab.json says it made, whatever the prefix (once
+    a prefix match, which `ownas-` made of every `ownas-demo-*`): for a directory that holds no
+    lab it removes nothing and deletes nothing."""
     pids = lab_processes(lab)
     other = Lab(tmp_path / "other", prefix=lab.prefix)
     with pytest.raises(LabError, match="exist, made by another lab"):
@@ -396,7 +406,7 @@ def test_another_lab_is_never_touched(lab: Lab, inventory: Path, tmp_path: Path)
     (stranger / "notes.txt").write_text("mine")
     assert Lab(stranger, prefix=lab.prefix.rsplit("-", 1)[0]).down() == []
     assert (stranger / "notes.txt").read_text() == "mine"
-    assert all(alive(pid) for pid in pids)
+    assert all(running(pid) for pid in pids)
     assert established(status.gather(lab))
 
 
@@ -430,5 +440,5 @@ def test_lab_down_leaves_no_namespace_or_process(lab: Lab) -> None:
     assert len(removed) == 5  # router01, vps01, ifog, lagrange, inet
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lab.prefix + "-" not in listing
-    assert [pid for pid in pids if alive(pid)] == []
+    assert [pid for pid in pids if running(pid)] == []
     assert not lab.dir.exists()

@@ -33,7 +33,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from tasks.inventory import load_inventory
-from tasks.lab import alive, links
+from tasks.lab import links, running
 from tasks.lab.links import HIDDEN
 from tasks.lab.topology import Topology, Upstream, build
 from tasks.plan import Plan, load
@@ -213,7 +213,7 @@ class Lab:
         gone = [
             name
             for name, info in state["inits"].items()
-            if state["namespaces"][name] not in existing or not alive(info["init"])
+            if state["namespaces"][name] not in existing or not running(info["init"])
         ]
         if gone:
             raise LabError(

@@ -229,7 +229,8 @@ def _del_inet6(host: Host, name: str, address: str) -> None:
             if ipaddress.ip_address(info["local"]) == wanted:
                 host.ip("-6", "addr", "del", f"{info['local']}/{info['prefixlen']}", "dev", name)
                 return
-    raise Refused("ifconfig: ioctl (SIOCDIFADDR_IN6): Can't assign requested address")
+    # sbin/ifconfig/ifconfig.c: a failed delete is err(1, "ioctl (SIOCDIFADDR)").
+    raise Refused("ifconfig: ioctl (SIOCDIFADDR): Can't assign requested address")
 
 
 def _add_inet6(host: Host, name: str, words: list[str]) -> None:
@@ -572,8 +573,7 @@ def service(host: Host, args: list[str]) -> int:
         return _pflog(host, args[1])
     if args in (["frr", "start"], ["frr", "status"]):
         return _frr(host, args[1])
-    name = args[0] if args else ""
-    raise Refused(f"{name} does not exist in /etc/rc.d or the local startup directories")
+    raise unused("service", args)
 
 
 def _rc(fragment: str, *names: str) -> dict[str, str]:
@@ -773,13 +773,13 @@ def main(argv: list[str]) -> int:
         host.state = links.load_state(host.dir)
         try:
             status = COMMANDS[command](host, args)
+            host.save()  # a refused command line records nothing of what it parsed so far
         except Refused as refused:
             print(refused, file=sys.stderr)
             status = refused.status
         except Exception as error:  # a stand-in bug: still logged, and no traceback on the host
             print(f"ownas lab: stand-in {command} failed: {error!r}", file=sys.stderr)
             status = 70
-        host.save()
         if command in TUNNEL_COMMANDS:
             links.reconcile(host.lab)
     with open(host.dir / "log.jsonl", "a") as log:
