@@ -74,7 +74,7 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
                 f"{name}: ping {tunnel.peer} through {tunnel.interface}",
                 pinged[(str(tunnel.peer), None, 0)],
             )
-        elif hp.role == "router" and not plan.network.downstream(tunnel.far_end).managed:
+        elif hp.role == "router" and not _proven_from_far_end(plan, tunnel):
             findings += _ping(
                 f"{name}: ping {tunnel.peer} through {tunnel.interface} (unmanaged "
                 f"{tunnel.far_end}: is its side configured? see its settings.txt)",
@@ -138,6 +138,12 @@ def _bgp(plan: Plan, found: dict[str, Any]) -> list[Finding]:
     return findings
 
 
+def _proven_from_far_end(plan: Plan, tunnel: Tunnel) -> bool:
+    """A router's tunnel to a managed downstream: that host pings through it after the barrier
+    (before it, its end may not be configured yet), so the router does not."""
+    return tunnel.role == "downstream" and plan.network.downstream(tunnel.far_end).managed
+
+
 def pings_for(plan: Plan, hp: HostPlan, pre: Preflight) -> list[tuple[str, str | None, int]]:
     """The (address, source, fib) pings ``evaluate`` reads."""
     wanted: list[tuple[str, str | None, int]] = []
@@ -145,9 +151,8 @@ def pings_for(plan: Plan, hp: HostPlan, pre: Preflight) -> list[tuple[str, str |
         if tunnel.interface in pre.deferred_tunnels:
             continue
         if hp.role == "router":
-            if tunnel.role == "downstream" and plan.network.downstream(tunnel.far_end).managed:
-                continue  # proven from the downstream's side, after the barrier
-            wanted.append((str(tunnel.peer), None, 0))
+            if not _proven_from_far_end(plan, tunnel):
+                wanted.append((str(tunnel.peer), None, 0))
         else:
             wanted.append((str(tunnel.peer), str(tunnel.address), tunnel.fib))
             wanted.append((str(tunnel.peer), str(hp.loopback.ip), tunnel.fib))

@@ -32,6 +32,9 @@ VTYSH_CONF = f"{FRR_CONFDIR}/vtysh.conf"
 FRR_RUNDIR = "/var/run/frr"
 FRR_RELOAD = "/usr/local/sbin/frr-reload.py"
 PF_CONF = "/etc/pf.conf"
+RC_CONF_LOCAL = "/etc/rc.conf.local"
+NETIF_CONF = "/etc/rc.conf.d/netif"
+ROUTING_CONF = "/etc/rc.conf.d/routing"
 PACKAGES = ("frr10", "frr10-pythontools")
 # Suffixes of the staged (validated, not yet installed) and the previous version of a file.
 # Neither ends in ".conf", so the loader never reads them from /boot/loader.conf.d.

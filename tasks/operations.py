@@ -60,7 +60,7 @@ def stage(path: str, content: str):
     Nothing goes live here: the file is installed later, only after every file of the host
     passed its validator (sh -n, pfctl -nf, vtysh --dryrun, frr-reload.py --test).
     """
-    if host.get_fact(Sha256File, path=path) == sha256(content):
+    if not _differs(path, content):
         host.noop(f"{path} is up to date")
         return
     if state.config.DIFF:

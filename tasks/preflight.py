@@ -17,13 +17,10 @@ from pyinfra.api.facts import get_fact
 from pyinfra.context import ctx_host
 from pyinfra.facts.files import FileContents
 
-from tasks import facts
+from tasks import facts, freebsd
 from tasks.plan import HostPlan, Plan
 
 MIN_MAJOR = 14
-NETIF = "/etc/rc.conf.d/netif"
-ROUTING = "/etc/rc.conf.d/routing"
-RC_CONF_LOCAL = "/etc/rc.conf.local"
 HEADER = "# Managed by ownas"
 # rc.conf variables ownas writes as lists and extends (NAME="${NAME} ..."), by what they list.
 LIST_VARIABLES = ("cloned_interfaces", "ipv6_static_routes", "kld_list")
@@ -135,8 +132,8 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
     local = found["rc_conf_local"]
     if local and any(line.strip() for line in local) and not local[0].startswith(HEADER):
         problems.append(
-            f"{name}: {RC_CONF_LOCAL} exists and was not written by ownas, which owns it: move "
-            "its settings to /etc/rc.conf and rerun"
+            f"{name}: {freebsd.RC_CONF_LOCAL} exists and was not written by ownas, which owns "
+            "it: move its settings to /etc/rc.conf and rerun"
         )
 
     conflicts = rc_conf_conflicts(found["rc_conf"], rendered_variables(files))
@@ -230,9 +227,9 @@ def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
         "shell": _read(target, facts.LoginShell) or "",
         "ssh_client": _read(target, facts.SshClient),
         "modules": _read(target, facts.LoadedModules, modules=hp.modules),
-        "rc_conf_local": _read(target, FileContents, path=RC_CONF_LOCAL),
+        "rc_conf_local": _read(target, FileContents, path=freebsd.RC_CONF_LOCAL),
         "rc_conf": _read(target, facts.RcConfVariables),
-        "netif": _read(target, FileContents, path=NETIF),
-        "routing": _read(target, FileContents, path=ROUTING),
+        "netif": _read(target, FileContents, path=freebsd.NETIF_CONF),
+        "routing": _read(target, FileContents, path=freebsd.ROUTING_CONF),
         "ifconfig": _read(target, facts.Ifconfig),
     }

@@ -28,18 +28,18 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 # Files ownas owns on every managed host, by role. Paths are absolute on the target.
 COMMON_FILES = (
-    "/etc/rc.conf.local",
-    "/etc/rc.conf.d/netif",
-    "/etc/rc.conf.d/routing",
+    freebsd.RC_CONF_LOCAL,
+    freebsd.NETIF_CONF,
+    freebsd.ROUTING_CONF,
     "/etc/rc.conf.d/kld",
     "/etc/rc.conf.d/pf",
     "/etc/rc.conf.d/pflog",
-    "/etc/pf.conf",
+    freebsd.PF_CONF,
 )
 ROUTER_FILES = (
     "/etc/rc.conf.d/frr",
-    "/usr/local/etc/frr/vtysh.conf",
-    "/usr/local/etc/frr/frr.conf",
+    freebsd.VTYSH_CONF,
+    freebsd.FRR_CONF,
 )
 SECURELEVEL_FILE = "/etc/rc.conf.d/securelevel"
 LOADER_FILE = "/boot/loader.conf.d/ownas.conf"

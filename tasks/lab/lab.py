@@ -30,14 +30,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from tasks.inventory import load_inventory
 from tasks.lab import links, running
 from tasks.lab.links import HIDDEN
 from tasks.lab.topology import Topology, Upstream, build
 from tasks.plan import Plan, load
-from tasks.render import TEMPLATES
+from tasks.render import environment
 
 PROJECT = Path(__file__).resolve().parents[2]
 # What the stand-ins answer for; everything else is the real Linux program.
@@ -87,6 +87,7 @@ class Lab:
         self.dir = directory.resolve()
         self.prefix = prefix
         self._children: list[subprocess.Popen[bytes]] = []
+        self._templates: Environment | None = None
 
     # --- where things are --------------------------------------------------------------------
 
@@ -513,14 +514,10 @@ class Lab:
             self._render("group_data.py.j2", group_data / path.name, source=str(path))
 
     def _render(self, template: str, target: Path, **context: Any) -> None:
-        env = Environment(
-            loader=FileSystemLoader(TEMPLATES / "lab"),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
-        target.write_text(env.get_template(template).render(**context))
+        """templates/lab/TEMPLATE, with the settings every rendered file gets."""
+        if self._templates is None:
+            self._templates = environment()
+        target.write_text(self._templates.get_template(f"lab/{template}").render(**context))
 
     # --- down ----------------------------------------------------------------------------------
 

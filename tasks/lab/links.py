@@ -43,7 +43,7 @@ def _ipv4(addresses: list[str]) -> str | None:
     return next((a.split("/")[0] for a in addresses if "." in a), None)
 
 
-def _configured(lab: dict[str, Any], host: str, interface: str) -> tuple[list[str], bool] | None:
+def configured(lab: dict[str, Any], host: str, interface: str) -> tuple[list[str], bool] | None:
     """(outer endpoints, administratively up) of a managed host's tunnel, None if not created."""
     state = load_state(Path(lab["hosts"][host]["dir"]))
     tunnel = state["tunnels"].get(interface)
@@ -56,7 +56,7 @@ def desired(lab: dict[str, Any], link: dict[str, Any]) -> bool:
     """Whether a tunnel link carries packets now."""
     wan = lab["topology"]["wan"]
     a, b = link["a"], link["b"]
-    mine = _configured(lab, a["host"], a["interface"])
+    mine = configured(lab, a["host"], a["interface"])
     if mine is None or b is None:
         return False
     endpoints, up = mine
@@ -66,7 +66,7 @@ def desired(lab: dict[str, Any], link: dict[str, Any]) -> bool:
         far_source, far_destination = link["b_endpoints"]
         far_up = True
     else:
-        theirs = _configured(lab, b["host"], b["interface"])
+        theirs = configured(lab, b["host"], b["interface"])
         if theirs is None or len(theirs[0]) != 2:
             return False
         (far_source, far_destination), far_up = theirs

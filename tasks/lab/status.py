@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from tasks.lab import links
@@ -133,9 +132,8 @@ def gather(lab: Lab) -> dict[str, Any]:
 
 def _endpoints(state: dict[str, Any], host: str, interface: str) -> list[str] | None:
     """The outer endpoints a managed host's tunnel is configured with (None: not created)."""
-    host_state = links.load_state(Path(state["hosts"][host]["dir"]))
-    tunnel = host_state["tunnels"].get(interface)
-    return None if tunnel is None else tunnel.get("tunnel") or []
+    configured = links.configured(state, host, interface)
+    return None if configured is None else configured[0]
 
 
 def _arrow(endpoints: list[str] | None) -> str:
