@@ -15,7 +15,7 @@ from pyinfra import host
 
 from tasks import facts, freebsd
 from tasks.facts import route_matches
-from tasks.plan import MAX_PREFIX_RESTART, HostPlan, Plan, Tunnel
+from tasks.plan import MAX_PREFIX_RESTART, HostPlan, Plan, Route, Tunnel
 from tasks.preflight import Preflight
 
 
@@ -49,6 +49,48 @@ def _tunnel(name: str, tunnel: Tunnel, interface: Any) -> list[Finding]:
     return found
 
 
+def peer_lookups(tunnel: Tunnel) -> list[tuple[str, int]]:
+    """(destination, fib) of the far end's host route: in the tunnel's FIB, and in FIB 0 when
+    that is another one. The kernel adds it in the FIB the interface had when the inner pair
+    was added (SIOCSIFFIB moves nothing), so a tunnel moved with ``ifconfig fib`` keeps it in
+    the old FIB, where a ping cannot tell (FIB 1's default route is the tunnel itself)."""
+    destination = f"{tunnel.peer}/128"
+    return [(destination, tunnel.fib)] + ([(destination, 0)] if tunnel.fib else [])
+
+
+def _peer_routes(label: str, tunnel: Tunnel, routes: dict[Any, Any]) -> list[Finding]:
+    lookups = peer_lookups(tunnel)
+    planned = Route("", lookups[0][0], interface=tunnel.interface, fib=tunnel.fib)
+    found = []
+    if not route_matches(planned, routes.get(lookups[0])):
+        found.append(Finding(f"{label}: no route to {tunnel.peer} in FIB {tunnel.fib}"))
+    for lookup in lookups[1:]:
+        stray = routes.get(lookup)
+        if stray is not None and stray.get("interface") == tunnel.interface:
+            found.append(
+                Finding(
+                    f"{label}: its route to {tunnel.peer} is in FIB 0, planned FIB {tunnel.fib} "
+                    "(the tunnel was moved without re-creating it: the next deploy re-creates it)"
+                )
+            )
+    return found
+
+
+def _ipv6_default(name: str, hp: HostPlan, found: dict[str, str] | None) -> list[Finding]:
+    """The provider's IPv6 default route in FIB 0, through the uplink (and its gateway)."""
+    how = f"via {hp.ipv6_gateway}" if hp.ipv6_gateway else "from router advertisements"
+    label = f"{name}: the IPv6 default route in FIB 0 ({how} on {hp.ipv6_uplink})"
+    if found is None:
+        # Router advertisements come every few minutes: waiting can bring it back.
+        return [Finding(f"{label}: missing", waitable=hp.ipv6_gateway is None)]
+    gateway = found.get("gateway", "").split("%")[0]
+    if found.get("interface") != hp.ipv6_uplink or (
+        hp.ipv6_gateway is not None and gateway != str(hp.ipv6_gateway)
+    ):
+        return [Finding(f"{label}: is via {found.get('gateway')} on {found.get('interface')}")]
+    return []
+
+
 def _ping(label: str, reply: bool, *, warning: bool = False) -> list[Finding]:
     return [] if reply else [Finding(f"{label}: no reply", waitable=not warning, warning=warning)]
 
@@ -67,7 +109,11 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
     for tunnel in hp.tunnels:
         if tunnel.interface in pre.deferred_tunnels:
             continue
-        findings += _tunnel(name, tunnel, found["ifconfig"].get(tunnel.interface))
+        tunnel_findings = _tunnel(name, tunnel, found["ifconfig"].get(tunnel.interface))
+        if not tunnel_findings:
+            label = f"{name}: tunnel {tunnel.interface} to {tunnel.far_end}"
+            tunnel_findings = _peer_routes(label, tunnel, found["routes"])
+        findings += tunnel_findings
         pinged = found["pings"]
         if hp.role == "router" and tunnel.role == "upstream":
             findings += _ping(
@@ -92,7 +138,9 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
                 f"(ping {tunnel.peer} from it in FIB {tunnel.fib})",
                 pinged[(str(tunnel.peer), source, tunnel.fib)],
             )
-    for route in hp.routes:
+    if hp.ipv6_uplink is not None:
+        findings += _ipv6_default(name, hp, found["routes"].get(("default", 0)))
+    for route in (*hp.routes, *hp.fib_routes):
         if not route_matches(route, found["routes"][(route.destination, route.fib)]):
             args = freebsd.route_args(route)
             findings.append(Finding(f"{name}: route {args}: not in FIB {route.fib} as planned"))
@@ -144,6 +192,17 @@ def _proven_from_far_end(plan: Plan, tunnel: Tunnel) -> bool:
     return tunnel.role == "downstream" and plan.network.downstream(tunnel.far_end).managed
 
 
+def route_lookups(hp: HostPlan, pre: Preflight) -> list[tuple[str, int]]:
+    """The (destination, fib) route lookups ``evaluate`` reads."""
+    lookups = [(r.destination, r.fib) for r in (*hp.routes, *hp.fib_routes)]
+    if hp.ipv6_uplink is not None:
+        lookups.append(("default", 0))
+    for tunnel in hp.tunnels:
+        if tunnel.interface not in pre.deferred_tunnels:
+            lookups += peer_lookups(tunnel)
+    return lookups
+
+
 def pings_for(plan: Plan, hp: HostPlan, pre: Preflight) -> list[tuple[str, str | None, int]]:
     """The (address, source, fib) pings ``evaluate`` reads."""
     wanted: list[tuple[str, str | None, int]] = []
@@ -163,10 +222,8 @@ def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:
     found: dict[str, Any] = {
         "ifconfig": host.get_fact(facts.Ifconfig),
         "routes": {
-            (r.destination, r.fib): host.get_fact(
-                facts.RouteLookup, destination=r.destination, fib=r.fib
-            )
-            for r in hp.routes
+            (destination, fib): host.get_fact(facts.RouteLookup, destination=destination, fib=fib)
+            for destination, fib in route_lookups(hp, pre)
         },
         "pf_status": host.get_fact(facts.PfStatus),
         "pf_rules": host.get_fact(facts.PfRules),

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tasks.inventory import load_inventory
-from tasks.model import InventoryError
+from tasks.model import Downstream, InventoryError
 from tasks.plan import Plan, load
 from tasks.render import render_all
 
@@ -69,9 +69,26 @@ def summary(plan: Plan) -> str:
         lines.append(
             f"  {'':<5} {'':<10} inner {t.address} <-> {t.peer}  (mtu {t.mtu}, mss {t.mss})"
         )
+        if downstream.managed:
+            lines.append(f"  {'':<5} {'':<10} {_managed(plan, downstream)}")
     used = sum(d.delegate.size for d in network.downstreams) // 2**64
     lines += ["", f"delegated {used} of {network.prefix.size // 2**64} /64s"]
     return "\n".join(lines)
+
+
+def _managed(plan: Plan, downstream: Downstream) -> str:
+    """What pf opens on a managed downstream, its jails, and the kernel modules it needs (at a
+    raised securelevel they must be in kld_list: nothing loads after boot)."""
+    opened = ["ssh from trusted"] + [
+        f"{s.label} to {_host(s.to) if s.to is not None else 'host'}" for s in downstream.services
+    ]
+    parts = ["inbound: " + ", ".join(opened)]
+    if downstream.lan is not None:
+        parts.append(f"jails {downstream.lan.jails}")
+    hp = plan.host(downstream.name)
+    when = f" (securelevel {hp.securelevel}: at boot only)" if hp.securelevel else ""
+    parts.append(f"modules {' '.join(hp.modules)}{when}")
+    return "; ".join(parts)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -132,9 +132,13 @@ def _apply(run: Run, name: str) -> None:
         name="Reload tunnels",
     )
     operations.routes(
-        planned=list(hp.routes), retired=list(pre.retired_routes), name="Reload routes"
+        planned=[*hp.routes, *hp.fib_routes],
+        retired=list(pre.retired_routes),
+        name="Reload routes",
     )
-    operations.forwarding(families=list(hp.forwarding), name="Enable forwarding")
+    operations.forwarding(
+        families=list(hp.forwarding), keep_ra=hp.keep_ra, name="Enable forwarding"
+    )
     operations.pf(content=files[freebsd.PF_CONF], deferred=pre.pf_deferred, name="Reload pf")
     if hp.role == "router":
         operations.frr(content=files[freebsd.FRR_CONF], name="Reload FRR")

@@ -127,11 +127,13 @@ class Interface:
     fib: int = 0  # not printed by ifconfig when 0
     tunnelfib: int = 0  # likewise
     up: bool = False  # UP and RUNNING
+    nd6: list[str] = field(default_factory=list)  # ND options, e.g. ACCEPT_RTADV (af_nd6.c)
 
 
 _HEADER = re.compile(r"^(\S+): flags=[0-9a-f]+<([^>]*)>.* mtu (\d+)$")
 _TUNNEL = re.compile(r"^\ttunnel inet6? (\S+) --> (\S+)$")
 _INET = re.compile(r"^\tinet (\S+) ")
+_ND6 = re.compile(r"^\tnd6 options=[0-9a-f]+<([^>]*)>")
 _INET6 = re.compile(r"^\tinet6 (\S+?)(?:%\S+)?(?: --> (\S+))? prefixlen (\d+)")
 
 
@@ -175,6 +177,8 @@ class Ifconfig(FactBase):
                 current.fib = int(line.split()[1])
             elif line.startswith("\ttunnelfib: "):
                 current.tunnelfib = int(line.split()[1])
+            elif nd6 := _ND6.match(line):
+                current.nd6 = nd6[1].split(",") if nd6[1] else []
         for interface in interfaces.values():
             interface.up = "UP" in interface.flags and "RUNNING" in interface.flags
         return interfaces
@@ -408,3 +412,40 @@ class PingReply(FactBase):
     @override
     def process(self, output: list[str]) -> bool:
         return output == ["reply"]
+
+
+@dataclass(frozen=True)
+class Socket:
+    proto: str  # tcp | udp
+    address: str  # "*" for every address
+    port: int
+    command: str
+
+
+class ListeningSockets(FactBase):
+    """``sockstat -46lLq -P tcp,udp``: the TCP and UDP sockets that wait for connections or
+    datagrams, loopback ones left out (-L); the host's and its shared-IP jails' (a VNET jail's
+    sockets live in its own stack). Columns per usr.bin/sockstat/sockstat.c: USER COMMAND PID
+    FD PROTO LOCAL FOREIGN; a wildcard address prints ``*``, IPv6 without brackets, so the
+    port follows the last colon.
+    """
+
+    command = freebsd.LISTENING_SOCKETS
+
+    @override
+    @staticmethod
+    def default() -> list[Socket]:
+        return []
+
+    @override
+    def process(self, output: list[str]) -> list[Socket]:
+        sockets = set()
+        for line in output:
+            words = line.split()
+            if len(words) < 7:
+                continue
+            address, _, port = words[-2].rpartition(":")
+            proto = words[-3].rstrip("46")
+            if proto in ("tcp", "udp") and port.isdigit():
+                sockets.add(Socket(proto, address.split("%")[0], int(port), words[1]))
+        return sorted(sockets, key=lambda s: (s.proto, s.port, s.address, s.command))

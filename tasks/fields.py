@@ -109,6 +109,32 @@ def integer(low: int, high: int) -> Parser:
     return parse
 
 
+def one_of(choices: tuple[str, ...]) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(repr(c) for c in choices)}")
+        return value
+
+    return parse
+
+
+def ports(value: Any) -> tuple[int, ...]:
+    """A port (22) or a list of ports ([80, 443]), each 1-65535."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise ValueError("is empty")
+    return tuple(sorted(set(integer(1, 65535)(item) for item in items)))
+
+
+def port_of_proto(value: Any) -> tuple[str, int]:
+    """``tcp/25`` or ``udp/123``: a listening socket's protocol and port."""
+    text = _text(value)
+    match = re.fullmatch(r"(tcp|udp)/([0-9]{1,5})", text)
+    if not match or not 1 <= int(match[2]) <= 65535:
+        raise ValueError(f"{text!r} is not PROTO/PORT (like udp/123 or tcp/25)")
+    return match[1], int(match[2])
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{value!r} is not true or false")

@@ -100,6 +100,7 @@ IFCONFIG = "ifconfig"
 PF_INFO = "pfctl -s info 2>/dev/null; true"
 PF_RULES = "pfctl -sr 2>/dev/null; true"
 BGP_NEIGHBORS = "vtysh -c 'show bgp neighbors json' 2>/dev/null; true"
+LISTENING_SOCKETS = "sockstat -46lLq -P tcp,udp"
 # Every variable /etc/rc.conf sets, as sh sees them (rc.conf is shell).
 RC_CONF_VARIABLES = "env -i /bin/sh -c '. /etc/rc.conf >/dev/null 2>&1; set'"
 
@@ -213,6 +214,16 @@ def enable_forwarding(family: str) -> str:
     return f"sysctl {FORWARDING[family]}=1"
 
 
+# With IPv6 forwarding on, nd6_ra_input zeroes an RA's router lifetime (no default route from
+# it) unless this is 1 (sys/netinet6/nd6_rtr.c); rc.d/netoptions sets it at boot when
+# ipv6_cpe_wanif names an interface (RFC 6204, W-3).
+RFC6204W3 = "net.inet6.ip6.rfc6204w3"
+
+
+def keep_router_advertisements() -> str:
+    return f"sysctl {RFC6204W3}=1"
+
+
 def netif_start(interface: str) -> str:
     """Create and configure one interface from rc.conf, and re-add its NAME:IF routes."""
     return f"service netif start {q(interface)}"
@@ -223,8 +234,10 @@ def set_tunnel(tunnel: Tunnel) -> str:
     return f"ifconfig {q(tunnel.interface)} tunnel {tunnel.source} {tunnel.destination}"
 
 
-def set_fibs(tunnel: Tunnel) -> str:
-    return f"ifconfig {q(tunnel.interface)} fib {tunnel.fib} tunnelfib 0"
+def set_tunnelfib(interface: str) -> str:
+    """Send a tunnel's outer packets through FIB 0 (its own FIB is set only by re-creating
+    it: see ``operations.tunnels``)."""
+    return f"ifconfig {q(interface)} tunnelfib 0"
 
 
 def set_mtu(tunnel: Tunnel) -> str:

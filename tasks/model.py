@@ -162,6 +162,14 @@ class Router:
     extra_bgp_peers: tuple[IPAddress, ...]
 
 
+# How the jails on a downstream's LAN reach the network (README, "Jails"):
+# vnet: each jail has its own stack on an epair joined to the host's bridge (bastille create -B),
+#   so its packets arrive `in on` the bridge and pf's `rtable` steers them into the tunnel's FIB;
+# shared: the jails' addresses are aliases on the host (bastille0 a cloned lo1), their packets
+#   are the host's own and never arrive on the bridge: pf's `route-to` on the way out does it.
+JAIL_STYLES = ("vnet", "shared")
+
+
 @dataclass(frozen=True)
 class Lan:
     """A managed downstream's inside: the bridge its jails sit on (made by Bastille, not ownas)."""
@@ -169,6 +177,22 @@ class Lan:
     interface: str
     nat: IPNetwork | None
     provider: IPNetwork | None
+    jails: str = "vnet"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A port a downstream opens inbound; everything else is closed (default deny)."""
+
+    proto: str  # tcp | udp
+    ports: tuple[int, ...]
+    to: IPNetwork | None  # None: the host itself (every address it has)
+    sources: tuple[IPNetwork, ...] = ()  # empty: from anywhere
+    index: int = 0  # its place in the inventory's list, for messages
+
+    @property
+    def label(self) -> str:
+        return f"{self.proto}/{','.join(str(p) for p in self.ports)}"
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,14 @@ class Downstream:
     lan: Lan | None = None
     loopback: IPAddress | None = None
     securelevel: int | None = None
+    # The provider's IPv6 default route in FIB 0: a static gateway, or learned from router
+    # advertisements on the uplink (which IPv6 forwarding would otherwise turn off); None:
+    # the host has none, or it is not ownas's business (the pre-flight checks which).
+    wan_ipv6_gateway: IPAddress | None = None
+    wan_ipv6_ra: bool = False
+    services: tuple[Service, ...] = ()
+    # (proto, port) of listening sockets the operator agrees to close (pre-flight).
+    may_close: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -239,9 +271,15 @@ MANAGED_FIELDS = (
     "lan",
     "loopback",
     "securelevel",
+    "wan_ipv6_gateway",
+    "services",
+    "may_close",
 )
 UNMANAGED_FIELDS = ("name", "platform", *DOWNSTREAM_FIELDS)
-LAN_FIELDS = ("interface", "nat", "provider")
+LAN_FIELDS = ("interface", "nat", "provider", "jails")
+SERVICE_FIELDS = ("proto", "port", "to", "from")
+# wan_ipv6_gateway's word for "from router advertisements".
+RA = "ra"
 
 # Tunnel MTU bounds: IPv6 needs 1280; a 1500-byte IPv4 underlay leaves 1480 for gif (20 bytes of
 # outer header) and 1476 for gre (24).
@@ -330,7 +368,7 @@ def _read_upstream(raw: Any, index: int, router: str, problems: Problems) -> Ups
             "large_communities", fields.list_of(fields.large_community), ()
         ),
         prepend=f.optional("prepend", fields.integer(0, 10), 0),
-        ttl_security=f.optional("ttl_security", fields.boolean, True),
+        ttl_security=f.optional("ttl_security", fields.boolean, False),
         max_prefixes=f.optional("max_prefixes", fields.integer(1, MAX_PREFIXES), None),
     )
 
@@ -407,8 +445,11 @@ def _read_downstream(
             interface=lan_fields.required("interface", fields.interface),
             nat=lan_fields.optional("nat", fields.ipv4_network),
             provider=lan_fields.optional("provider", fields.ipv6_network),
+            jails=lan_fields.optional("jails", fields.one_of(JAIL_STYLES), "vnet"),
         )
     default_loopback = delegate.network + 1 if delegate is not None else None
+    gateway = f.optional("wan_ipv6_gateway", _wan_ipv6_gateway)
+    raw_services = f.optional("services", _list_of_mappings, ())
     return Downstream(
         **common,
         interface=f.optional("interface", fields.interface, "gif0"),
@@ -417,7 +458,47 @@ def _read_downstream(
         lan=lan,
         loopback=f.optional("loopback", fields.ipv6_address, default_loopback),
         securelevel=f.optional("securelevel", _securelevel),
+        wan_ipv6_gateway=gateway if gateway != RA else None,
+        wan_ipv6_ra=gateway == RA,
+        services=tuple(
+            service
+            for i, raw in enumerate(raw_services)
+            if (service := _read_service(raw, i, where, problems)) is not None
+        ),
+        may_close=f.optional("may_close", fields.list_of(fields.port_of_proto), ()),
     )
+
+
+def _wan_ipv6_gateway(value: Any) -> IPAddress | str:
+    if value == RA:
+        return RA
+    try:
+        return fields.ipv6_gateway(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither an IPv6 gateway address nor {RA!r} (router advertisements)"
+        ) from None
+
+
+def _read_service(raw: Any, index: int, host: str, problems: Problems) -> Service | None:
+    f = Fields(raw, f"{host}.services[{index}]", problems, SERVICE_FIELDS)
+    proto = f.required("proto", fields.one_of(("tcp", "udp")))
+    ports = f.required("port", fields.ports)
+    to = f.optional("to", _service_destination)
+    sources = f.optional("from", fields.list_of(fields.source, empty=False), ())
+    if proto is None or ports is None:
+        return None
+    return Service(proto, ports, None if to == "host" else to, sources, index)
+
+
+def _service_destination(value: Any) -> IPNetwork | str:
+    """``host`` (every address of the host), or an address or network of its jails."""
+    if value == "host":
+        return "host"
+    try:
+        return fields.source(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither 'host' nor an address or network") from None
 
 
 def build(inventory: Any, problems: Problems) -> Network | None:

@@ -120,15 +120,24 @@ def fibs(count: int):
 
 
 @operation()
-def forwarding(families: list[str]):
-    """Turn on packet forwarding for ``families`` (ipv6, ipv4) now; rc.conf does it at boot."""
+def forwarding(families: list[str], keep_ra: bool = False):
+    """Turn on packet forwarding for ``families`` (ipv6, ipv4) now; rc.conf does it at boot.
+
+    With ``keep_ra`` the uplink's router advertisements keep giving the default route under
+    IPv6 forwarding (RFC 6204 W-3), set before forwarding goes on.
+    """
     names = tuple(freebsd.FORWARDING[f] for f in families)
-    values = host.get_fact(SysctlValues, names=names)
-    off = [f for f in families if values.get(freebsd.FORWARDING[f]) != "1"]
-    if not off:
+    values = host.get_fact(SysctlValues, names=(*names, freebsd.RFC6204W3))
+    commands = []
+    if keep_ra and values.get(freebsd.RFC6204W3) != "1":
+        commands.append(freebsd.keep_router_advertisements())
+    commands += [
+        freebsd.enable_forwarding(f) for f in families if values.get(freebsd.FORWARDING[f]) != "1"
+    ]
+    if not commands:
         host.noop("forwarding is on")
         return
-    yield from _announce([freebsd.enable_forwarding(f) for f in off])
+    yield from _announce(commands)
 
 
 @operation()
@@ -155,10 +164,15 @@ def tunnels(
             if tunnel.interface not in (deferred or ()):
                 commands.append(freebsd.netif_start(tunnel.interface))
             continue
+        if interface.fib != tunnel.fib:
+            # SIOCSIFFIB only sets the FIB of what comes later: the routes of the addresses
+            # it has stay in the old FIB. Re-create it from rc.conf, where `fib` comes first.
+            commands += [freebsd.destroy(tunnel.interface), freebsd.netif_start(tunnel.interface)]
+            continue
         if tuple(interface.tunnel or ()) != (str(tunnel.source), str(tunnel.destination)):
             commands.append(freebsd.set_tunnel(tunnel))
-        if interface.fib != tunnel.fib or interface.tunnelfib != 0:
-            commands.append(freebsd.set_fibs(tunnel))
+        if interface.tunnelfib != 0:
+            commands.append(freebsd.set_tunnelfib(tunnel.interface))
         inner = (str(tunnel.address), str(tunnel.peer), 128)
         if inner not in [tuple(entry) for entry in interface.inet6]:
             for address, _peer, _length in interface.inet6:
@@ -174,8 +188,10 @@ def tunnels(
     commands += [freebsd.destroy(name) for name in retired or () if name in live]
     own = IPNetwork(loopback)
     lo0 = live.get("lo0")
-    addresses = {address for address, _peer, _length in (lo0.inet6 if lo0 else [])}
-    if str(own.ip) not in addresses:
+    addresses = {address: length for address, _peer, length in (lo0.inet6 if lo0 else [])}
+    if addresses.get(str(own.ip)) != own.prefixlen:
+        if str(own.ip) in addresses:  # e.g. the /64 of an earlier version: re-add as planned
+            commands.append(freebsd.remove_address("lo0", own.ip))
         commands.append(freebsd.add_loopback(own.ip, own.prefixlen))
     if old_loopback and old_loopback != str(own.ip) and old_loopback in addresses:
         commands.append(freebsd.remove_address("lo0", old_loopback))

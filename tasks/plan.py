@@ -30,6 +30,19 @@ AGGREGATE_ROUTE = "myblock"
 MAX_PREFIX_RESTART = 15
 # Kernel modules the rendered configuration needs besides the tunnels' if_gif/if_gre.
 BASE_MODULES = ("pf", "pflog")
+# What VNET jails need on the host (Bastille uses them but never loads them: ifconfig does, on
+# demand, which securelevel >= 1 forbids): the bridge and the epair pairs.
+VNET_MODULES = ("if_bridge", "if_epair")
+# GTSM needs a minimum hop limit on the socket. FRR sets one for IPv6 only #ifdef
+# IPV6_MINHOPCOUNT (lib/sockunion.c, sockopt_minttl; configure.ac defines it for Linux alone) and
+# FreeBSD's netinet6/in6.h has no such option: bgp_set_socket_ttl fails, bgp_connect then gives
+# up before connect() (the peer cycles Connect/Active) and bgp_accept goes on without the check
+# (bgpd/bgp_network.c, FRR 10.5).
+GTSM_REFUSED = (
+    "FreeBSD cannot enforce GTSM on an IPv6 session (it has no IPV6_MINHOPCOUNT): FRR's "
+    "ttl-security would never open the session itself and would accept the peer's without a "
+    "hop-limit check; remove the field (pf admits TCP 179 only from this peer on its interface)"
+)
 
 
 def rc_name(text: str) -> str:
@@ -97,6 +110,14 @@ class HostPlan:
     modules: tuple[str, ...]  # kernel modules the configuration needs
     securelevel: int | None = None
     forwarding: tuple[str, ...] = ("ipv6",)  # families the host forwards
+    # What rc.d/routing puts in every FIB at boot, for the FIBs above 0 (the deploy adds them
+    # when it grows net.fibs live, which adds none: route_tables.c copies nothing by default).
+    fib_routes: tuple[Route, ...] = ()
+    # The uplink whose IPv6 default route (FIB 0) the checks expect, and its gateway (None:
+    # learned from router advertisements, which keep_ra keeps working under forwarding).
+    ipv6_uplink: str | None = None
+    ipv6_gateway: IPAddress | None = None
+    keep_ra: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,7 +199,10 @@ def _router_plan(network: Network) -> HostPlan:
         role="router",
         tunnels=tuple(tunnels),
         routes=tuple(routes),
-        loopback=router.loopback,
+        # The address alone, as a /128: a /64 on lo0 would put a prefix route to lo0 for the
+        # whole loopback subnet, shadowing the aggregate's reject route there. The subnet the
+        # inventory writes it in stays reserved (no delegation or tunnel may use it).
+        loopback=IPNetwork(f"{router.loopback.ip}/128"),
         fibs=1,
         modules=_modules(tunnels),
         securelevel=router.securelevel,
@@ -200,6 +224,7 @@ def _downstream_plan(network: Network, downstream: Downstream) -> HostPlan:
         far_end=network.router.name,
     )
     fib = downstream.fib
+    vnet = downstream.lan is not None and downstream.lan.jails == "vnet"
     routes = [
         Route(
             f"fib{fib}default",
@@ -237,15 +262,42 @@ def _downstream_plan(network: Network, downstream: Downstream) -> HostPlan:
         routes=tuple(routes),
         loopback=IPNetwork(f"{downstream.loopback}/128"),
         fibs=fib + 1,
-        modules=_modules([tunnel]),
+        modules=_modules([tunnel], VNET_MODULES if vnet else ()),
         securelevel=downstream.securelevel,
         # The jails' private IPv4 is forwarded to be NATed.
         forwarding=("ipv6", "ipv4") if downstream.lan and downstream.lan.nat else ("ipv6",),
+        fib_routes=fib_base_routes(fib + 1),
+        ipv6_uplink=downstream.wan_interface
+        if downstream.wan_ipv6_gateway or downstream.wan_ipv6_ra
+        else None,
+        ipv6_gateway=downstream.wan_ipv6_gateway,
+        keep_ra=downstream.wan_ipv6_ra,
     )
 
 
-def _modules(tunnels: list[Tunnel]) -> tuple[str, ...]:
-    return tuple(sorted({f"if_{t.kind}" for t in tunnels} | set(BASE_MODULES)))
+# rc.d/routing's static_inet6 adds these to each FIB (0 to net.fibs-1) at boot: the loopback
+# address, and reject routes for link-local and link-scope multicast destinations and the
+# IPv4-mapped and -compatible ranges, so that a FIB whose default route is a tunnel does not
+# send them into it.
+FIB_BASE_ROUTES = (
+    ("loopback", "::1/128", "lo0"),
+    ("lla", "fe80::/10", None),
+    ("llma", "ff02::/16", None),
+    ("v4mapped", "::ffff:0:0/96", None),
+    ("v4compat", "::/96", None),
+)
+
+
+def fib_base_routes(fibs: int) -> tuple[Route, ...]:
+    return tuple(
+        Route(f"fib{fib}{name}", destination, interface=via, reject=via is None, fib=fib)
+        for fib in range(1, fibs)
+        for name, destination, via in FIB_BASE_ROUTES
+    )
+
+
+def _modules(tunnels: list[Tunnel], extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(sorted({f"if_{t.kind}" for t in tunnels} | set(BASE_MODULES) | set(extra)))
 
 
 def plan(network: Network) -> Plan:
@@ -359,6 +411,8 @@ def _check_upstreams(network: Network, problems: Problems) -> None:
         if upstream.name in names:
             problems.add(where, "is defined twice")
         names[upstream.name] = upstream.name
+        if upstream.ttl_security:
+            problems.add(f"{where}.ttl_security", GTSM_REFUSED)
         if upstream.asn is not None and upstream.asn == network.asn:
             problems.add(
                 f"{where}.asn", f"{upstream.asn} is our own AS; upstreams are eBGP neighbors"
@@ -489,6 +543,31 @@ def _check_managed(network: Network, downstream: Downstream, problems: Problems)
             f"{name}.lan.provider",
             f"{provider} overlaps our own prefix; it is the provider's space",
         )
+    for service in downstream.services:
+        _check_service(downstream, service, f"{name}.services[{service.index}]", problems)
+
+
+def _check_service(downstream: Downstream, service: Any, where: str, problems: Problems) -> None:
+    """A service opens a port on the host, or on addresses its jails hold in the delegation or
+    the provider's network; the jails' private IPv4 is behind NAT and gets no inbound port."""
+    to = service.to
+    shown = str(to.ip) if to is not None and to.size == 1 else str(to)
+    if to is not None:
+        own = [downstream.delegate]
+        if downstream.lan is not None and downstream.lan.provider is not None:
+            own.append(downstream.lan.provider)
+        if to.version == 4:
+            if to.cidr != IPNetwork(f"{downstream.endpoint}/32"):
+                problems.add(
+                    f"{where}.to",
+                    f"{shown} is not this host's IPv4 {downstream.endpoint}: the jails' IPv4 is "
+                    "NATed and ownas opens no port to it; use 'host' or a jail's IPv6 address",
+                )
+        elif not any(n is not None and to in n for n in own):
+            where_ok = " or ".join(str(n) for n in own if n is not None)
+            problems.add(f"{where}.to", f"{shown} is not inside {where_ok}")
+    if to is not None and any(s.version != to.version for s in service.sources):
+        problems.add(f"{where}.from", f"has addresses of another family than {shown}")
 
 
 def _check_interfaces(network: Network, problems: Problems) -> None:

@@ -144,6 +144,17 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         )
 
     problems += _wan_problems(plan, hp, found["ifconfig"])
+    if hp.role == "downstream":
+        downstream = plan.network.downstream(name)
+        lan = downstream.lan
+        if lan is not None and lan.interface not in found["ifconfig"]:
+            problems.append(
+                f"{name}: {lan.interface} (the jails' LAN) does not exist: ownas routes to it but "
+                'does not create it; set it up as README, "Jails", says and rerun'
+            )
+        problems += _ipv6_uplink_problems(downstream, found["ifconfig"], found["ipv6_default"])
+        if not default_deny_in_force(found["pf_status"], found["pf_rules"]):
+            problems += _closing_problems(downstream, found["sockets"])
 
     missing = tuple(sorted(set(hp.modules) - set(found["modules"])))
     deferred: tuple[str, ...] = ()
@@ -214,6 +225,76 @@ def _wan_problems(plan: Plan, hp: HostPlan, ifconfig: dict[str, Any]) -> list[st
     return []
 
 
+# How pfctl prints `block in log all` (with block-policy drop: "block drop in log all").
+_DEFAULT_DENY = re.compile(r"^block (drop |return )?in (log )?all$")
+
+
+def default_deny_in_force(status: str | None, rules: list[str]) -> bool:
+    """Whether pf already drops what no rule passes (an earlier ownas deploy's default deny)."""
+    return status == "Enabled" and any(_DEFAULT_DENY.match(rule) for rule in rules)
+
+
+def _closing_problems(downstream: Any, sockets: list[Any]) -> list[str]:
+    """Ports that listen today and that the first default-deny pf.conf would close, unless the
+    inventory opens them (services; SSH is always open to the trusted sources) or says they
+    may close (may_close)."""
+    opened = {("tcp", 22)} | set(downstream.may_close)
+    opened |= {(s.proto, port) for s in downstream.services for port in s.ports}
+    closing: dict[tuple[str, int], list[str]] = {}
+    for socket in sockets:
+        if socket.address != "*" and IPAddress(socket.address).is_link_local():
+            continue  # not reachable from beyond the link anyway
+        if (socket.proto, socket.port) not in opened:
+            address = f"[{socket.address}]" if ":" in socket.address else socket.address
+            where = f"{socket.command} on {address}:{socket.port}"
+            closing.setdefault((socket.proto, socket.port), []).append(where)
+    return [
+        f"{downstream.name}: pf would close {proto}/{port}, which listens today "
+        f"({', '.join(sorted(set(where)))}): open it in services, or list "
+        f"'{proto}/{port}' in may_close"
+        for (proto, port), where in sorted(closing.items())
+    ]
+
+
+def _ipv6_uplink_problems(downstream: Any, ifconfig: dict[str, Any], default: Any) -> list[str]:
+    """The provider's IPv6 default route in FIB 0 must survive IPv6 forwarding.
+
+    With forwarding on, FreeBSD ignores a router advertisement's router lifetime (so the
+    default route it gave expires) unless net.inet6.ip6.rfc6204w3 is 1 (sys/netinet6/nd6_rtr.c,
+    nd6_ra_input), and rc stops accepting them on the uplink at the next boot (network.subr,
+    ipv6_autoconfif). The inventory must say which kind of route the uplink has.
+    """
+    name, interface = downstream.name, downstream.wan_interface
+    uplink = ifconfig.get(interface)
+    learns = uplink is not None and "ACCEPT_RTADV" in uplink.nd6
+    via = default.get("gateway", "?") if default else None
+    if downstream.wan_ipv6_ra:
+        if not learns:
+            return [
+                f"{name}: wan_ipv6_gateway is 'ra', but {interface} does not accept router "
+                "advertisements today (no ACCEPT_RTADV in its nd6 options): set the gateway's "
+                "address instead, or remove the field"
+            ]
+        return []
+    if downstream.wan_ipv6_gateway is not None:
+        wanted = str(downstream.wan_ipv6_gateway)
+        if via is None or via.split("%")[0] != wanted:
+            live = f"via {via}" if via else "missing"
+            return [
+                f"{name}: the IPv6 default route in FIB 0 is {live}, the inventory says "
+                f"wan_ipv6_gateway {wanted}: ownas does not change a live uplink's route; "
+                "correct the inventory or the host"
+            ]
+        return []
+    if learns and default is not None and default.get("interface") == interface:
+        return [
+            f"{name}: {interface} learns the IPv6 default route from router advertisements "
+            f"(via {via}), which IPv6 forwarding would drop: set wan_ipv6_gateway to 'ra' to "
+            "keep them, or to the gateway's address"
+        ]
+    return []
+
+
 def _read(target: Any, fact: type, **kwargs: Any) -> Any:
     with ctx_host.use(target):
         return get_fact(state, target, fact, kwargs=kwargs)
@@ -232,4 +313,14 @@ def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
         "netif": _read(target, FileContents, path=freebsd.NETIF_CONF),
         "routing": _read(target, FileContents, path=freebsd.ROUTING_CONF),
         "ifconfig": _read(target, facts.Ifconfig),
+        **(_downstream_facts(target) if hp.role == "downstream" else {}),
+    }
+
+
+def _downstream_facts(target: Any) -> dict[str, Any]:
+    return {
+        "ipv6_default": _read(target, facts.RouteLookup, destination="default", fib=0),
+        "pf_status": _read(target, facts.PfStatus),
+        "pf_rules": _read(target, facts.PfRules),
+        "sockets": _read(target, facts.ListeningSockets),
     }

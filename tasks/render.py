@@ -7,6 +7,7 @@ same inventory gives byte-identical files (StrictUndefined, sorted data, no time
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from netaddr import IPAddress, IPNetwork
 
 from tasks import fields, freebsd
-from tasks.model import Downstream
+from tasks.model import Downstream, Service
 from tasks.plan import (
     MAX_PREFIX_RESTART,
     HostPlan,
@@ -49,6 +50,65 @@ GENERIC_MODULES = frozenset({"if_gif"})
 SHEET = "settings.txt"
 
 
+# RFC 4890, 4.3.1 and 4.4.1: the ICMPv6 errors that must not be dropped, in pf's names.
+ICMP6_ERRORS = ("unreach", "toobig", "timex", "paramprob")
+# What arrives through a downstream's tunnel for its delegation is answered through it: a reply
+# routed by FIB 0 would leave the uplink with a source the provider drops as spoofed.
+TUNNEL_REPLY = "reply-to ($tun_if $router_inner)"
+
+
+@dataclass(frozen=True)
+class ServiceRule:
+    """One inventory service as a pf rule: the words between ``pass in quick`` and
+    ``keep state``, and whether it is for what comes through the tunnel."""
+
+    words: tuple[str, ...]
+    tunnel: bool
+
+
+def _service_words(
+    service: Service, af: str | None, to: str, sources: tuple[Any, ...], via: str | None = None
+) -> tuple[str, ...]:
+    """``[on IF [reply-to ...]] [AF] proto P [from SOURCES] to DEST port PORTS``."""
+    words = ["on", via] if via else []
+    words += [TUNNEL_REPLY] if via == "$tun_if" else []
+    words += [af] if af else []
+    words += ["proto", service.proto]
+    if sources:
+        listed = [_pf_address(s) for s in sources]
+        words += ["from", listed[0] if len(listed) == 1 else f"{{ {', '.join(listed)} }}"]
+    ports = [str(p) for p in service.ports]
+    words += ["to", to, "port", ports[0] if len(ports) == 1 else f"{{ {', '.join(ports)} }}"]
+    return tuple(words)
+
+
+def service_rules(downstream: Downstream) -> list[ServiceRule]:
+    """pf rules for a downstream's services: through the tunnel (to the delegation, with
+    reply-to) first, then the rest (the host's own addresses, the provider's network)."""
+    rules = []
+    for service in downstream.services:
+        v6_sources = tuple(s for s in service.sources if s.version == 6)
+        if service.to is None:  # the host: its delegation address through the tunnel, and all
+            if not service.sources or v6_sources:
+                words = _service_words(service, "inet6", "$host_v6", v6_sources, "$tun_if")
+                rules.append(ServiceRule(words, True))
+            rules.append(
+                ServiceRule(_service_words(service, None, "(self)", service.sources), False)
+            )
+        elif service.to.version == 4:
+            words = _service_words(service, "inet", "$public_v4", service.sources)
+            rules.append(ServiceRule(words, False))
+        elif service.to in downstream.delegate:
+            to = _pf_address(service.to)
+            words = _service_words(service, "inet6", to, service.sources, "$tun_if")
+            rules.append(ServiceRule(words, True))
+        else:  # a jail's address in the provider's network
+            to = _pf_address(service.to)
+            words = _service_words(service, "inet6", to, service.sources, "$ext_if")
+            rules.append(ServiceRule(words, False))
+    return rules
+
+
 def _communities(values: tuple[tuple[int, ...], ...]) -> str:
     """Communities as FRR stores them: sorted numerically, so frr-reload sees no change."""
     return " ".join(":".join(str(part) for part in value) for value in sorted(values))
@@ -80,6 +140,7 @@ def environment() -> Environment:
         route_args=freebsd.route_args,
         preload=lambda modules: [m for m in modules if m not in GENERIC_MODULES],
     )
+    env.globals.update(icmp6_errors=list(ICMP6_ERRORS), tunnel_reply=TUNNEL_REPLY)
     return env
 
 
@@ -109,7 +170,8 @@ def _context(plan: Plan, host: HostPlan) -> dict[str, Any]:
         context["max_prefix_restart"] = MAX_PREFIX_RESTART
         context["bgp_peers"] = _wan_bgp_peers(plan)
     else:
-        context["downstream"] = network.downstream(host.name)
+        context["downstream"] = downstream = network.downstream(host.name)
+        context["services"] = service_rules(downstream)
     return context
 
 

@@ -30,6 +30,7 @@ from tasks.lab import pf
 
 MISSING = "__pyinfra_missing_"
 FORWARDING = ("net.inet6.ip6.forwarding", "net.inet.ip.forwarding")
+RFC6204W3 = "net.inet6.ip6.rfc6204w3"
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Iface:
     inet: list[str] = field(default_factory=list)
     inet6: list[list[Any]] = field(default_factory=list)  # [address, peer or None, prefixlen]
     fib: int = 0
+    # The FIB its addresses' routes went to: the interface's FIB when they were added.
+    # SIOCSIFFIB changes ``fib`` alone (sys/net/if.c), so a later move leaves them here.
+    route_fib: int = 0
     tunnelfib: int = 0
     mtu: int = 1280
     description: str = ""
@@ -65,6 +69,12 @@ class Host:
     frr_running: str | None = None  # the configuration FRR runs
     frr_connections: dict[str, int] = field(default_factory=dict)
     fail: list[str] = field(default_factory=list)  # command prefixes that must fail
+    # Listening sockets: [proto, address, port, command] (sockstat -l).
+    sockets: list[list[Any]] = field(default_factory=lambda: [["tcp", "*", 22, "sshd"]])
+    # A router on the uplink (vtnet0) that sends router advertisements, which vtnet0 accepts:
+    # the FIB 0 default route comes from them, and goes when the host forwards IPv6 without
+    # net.inet6.ip6.rfc6204w3 (nd6_ra_input zeroes the router lifetime; nd6_rtr.c).
+    ra_router: str | None = None
 
 
 @dataclass
@@ -137,7 +147,7 @@ class Machine:
 
     def sysctl_get(self, names):
         values = {"kern.securelevel": self.host.securelevel, "net.fibs": self.host.fibs}
-        values.update({n: self.host.forwarding.get(n, 0) for n in FORWARDING})
+        values.update({n: self.host.forwarding.get(n, 0) for n in (*FORWARDING, RFC6204W3)})
         return True, [str(values[n]) for n in names.split()], []
 
     def ok(self, *lines):
@@ -194,10 +204,22 @@ class Machine:
                 lines.append(f"\tfib: {i.fib}")
             if i.tunnelfib:
                 lines.append(f"\ttunnelfib: {i.tunnelfib}")
+            if name == "vtnet0" and self.host.ra_router:
+                lines.append("\tnd6 options=23<PERFORMNUD,ACCEPT_RTADV,AUTO_LINKLOCAL>")
         return self.ok(*lines)
+
+    def _ra_default(self) -> dict[str, Any] | None:
+        forwarding = self.host.forwarding.get(FORWARDING[0], 0) == 1
+        if self.host.ra_router is None or (forwarding and not self.host.forwarding.get(RFC6204W3)):
+            return None
+        return {"gateway": f"{self.host.ra_router}%vtnet0", "interface": "vtnet0", "ra": True}
 
     def route_get(self, fib, destination):
         route = self.host.routes.get(route_key(destination, int(fib)))
+        if route is None and destination == "default" and fib == "0":
+            route = self._ra_default()
+        if route is None:
+            route = self._peer_route(destination, int(fib))
         if route is None:
             return self.ok()
         network = IPNetwork("::/0") if destination == "default" else IPNetwork(destination)
@@ -206,7 +228,9 @@ class Machine:
             f"destination: {network.network}",
             f"       mask: {network.netmask}",
         ]
-        flags = ["UP", "DONE", "STATIC"]
+        flags = ["UP", "HOST", "DONE"] if route.get("peer") else ["UP", "DONE", "STATIC"]
+        if route.get("ra"):
+            flags = ["UP", "DONE"]
         if route.get("gateway"):
             lines.append(f"    gateway: {route['gateway']}")
             flags.insert(1, "GATEWAY")
@@ -215,6 +239,26 @@ class Machine:
         lines += [f"        fib: {fib}", f"  interface: {route.get('interface') or 'lo0'}"]
         lines.append(f"      flags: <{','.join(flags)}>")
         return self.ok(*lines)
+
+    def _peer_route(self, destination: str, fib: int) -> dict[str, Any] | None:
+        """The host route to a point-to-point far end, in the FIB its address went to."""
+        if not destination.endswith("/128"):
+            return None
+        for name, interface in self.host.interfaces.items():
+            for _address, peer, _length in interface.inet6:
+                if peer and f"{peer}/128" == destination and interface.route_fib == fib:
+                    return {"interface": name, "peer": True}
+        return None
+
+    def sockstat(self):
+        """As usr.bin/sockstat prints -46lLq rows: USER COMMAND PID FD PROTO LOCAL FOREIGN."""
+        rows = []
+        for index, (proto, address, port, command) in enumerate(self.host.sockets):
+            family = "6" if ":" in address else "4" if address != "*" else "46"
+            local = f"{address}:{port}"
+            pid, proto = 1000 + index, proto + family
+            rows.append(f"root     {command:<10.10} {pid:5} 3   {proto:<6} {local:<21} *:*")
+        return self.ok(*rows)
 
     def pf_info(self):
         if "pf" not in self.host.modules:
@@ -268,7 +312,11 @@ class Machine:
         routes = {}
         if sessions.get(peer, {}).get("bgpState") == "Established":
             for prefix in re.findall(r"^  network (\S+)$", running, re.M):
-                routes[prefix] = {"network": prefix}
+                # bgp network import-check: only a prefix with that exact route in zebra's RIB
+                # (a kernel route, or a static of FRR's own) is announced.
+                static = re.search(rf"^ipv6 route {re.escape(prefix)} ", running, re.M)
+                if route_key(prefix, 0) in self.host.routes or static:
+                    routes[prefix] = {"network": prefix}
         return self.ok(json.dumps({"advertisedRoutes": routes}))
 
     def frr_test(self, path, quiet):
@@ -389,7 +437,7 @@ class Machine:
         )
         interface.tunnel = [words[1], words[2]]
         if "fib" in words:
-            interface.fib = int(words[words.index("fib") + 1])
+            interface.fib = interface.route_fib = int(words[words.index("fib") + 1])
             if interface.fib >= self.host.fibs:
                 return False, [], ["ifconfig: ioctl (SIOCSIFFIB): Invalid argument"]
         if "mtu" in words:
@@ -420,10 +468,11 @@ class Machine:
             interface.up = True
         elif words[0] == "tunnel" and len(words) == 3:
             interface.tunnel = words[1:]
-        elif words[0] == "fib" and words[2] == "tunnelfib" and len(words) == 4:
+        elif words[0] in ("fib", "tunnelfib") and len(words) == 2:
             if int(words[1]) >= self.host.fibs:
-                return False, [], ["ifconfig: ioctl (SIOCSIFFIB): Invalid argument"]
-            interface.fib, interface.tunnelfib = int(words[1]), int(words[3])
+                ioctl = "SIOCSIFFIB" if words[0] == "fib" else "SIOCSTUNFIB"
+                return False, [], [f"ifconfig: ioctl ({ioctl}): Invalid argument"]
+            setattr(interface, words[0], int(words[1]))  # routes stay where they are
         elif words[0] == "mtu" and len(words) == 2:
             interface.mtu = int(words[1])
         elif words[0] == "description":
@@ -433,6 +482,7 @@ class Machine:
         elif words[0] == "inet6" and words[-1] == "alias" and words[-3] == "prefixlen":
             peer = words[2] if len(words) == 6 else None
             interface.inet6.append([words[1], peer, int(words[-2])])
+            interface.route_fib = interface.fib
         else:
             return False, [], [f"ifconfig: {words[0]}: bad value"]
         return self.ok()
@@ -536,6 +586,7 @@ HANDLERS: list[tuple[str, Any]] = [
     (r"ifconfig", Machine.ifconfig),
     (r"route -n -6 get -fib (\d+) (\S+) 2>/dev/null; true", Machine.route_get),
     (r"pfctl -s info 2>/dev/null; true", Machine.pf_info),
+    (r"sockstat -46lLq -P tcp,udp", Machine.sockstat),
     (r"pfctl -sr 2>/dev/null; true", Machine.pf_shown),
     (r"pfctl -nvf (\S+) 2>/dev/null; true", Machine.pf_expanded),
     (r"service (\w+) status >/dev/null 2>&1 && echo running; true", Machine.service_status),
@@ -567,7 +618,7 @@ HANDLERS: list[tuple[str, Any]] = [
     (r"test -e (\S+\.ownas-pending) && echo pending; true", Machine.pending),
     (r"kldload -n (\S+)", Machine.kldload),
     (r"sysctl net\.fibs=(\d+)", Machine.sysctl_set),
-    (r"sysctl (net\.inet6?\.ip6?\.forwarding)=([01])", Machine.sysctl_forwarding),
+    (r"sysctl (net\.inet6?\.ip6?\.(?:forwarding|rfc6204w3))=([01])", Machine.sysctl_forwarding),
     (r"service netif start (\S+)", Machine.netif_start),
     (r"ifconfig (\S+) (.+)", Machine.ifconfig_set),
     (r"route -6 (add|change|delete) (.+)", Machine.route),

@@ -35,7 +35,7 @@ def converged(plan: Plan, name: str) -> dict[str, Any]:
         for t in hp.tunnels
     }
     routes = {}
-    for r in hp.routes:
+    for r in (*hp.routes, *hp.fib_routes):
         found = {"flags": "UP,DONE,STATIC"}
         if r.reject:
             found["flags"] += ",REJECT"
@@ -44,6 +44,11 @@ def converged(plan: Plan, name: str) -> dict[str, Any]:
         else:
             found["interface"] = r.interface
         routes[(r.destination, r.fib)] = found
+    for t in hp.tunnels:
+        # The far end's host route, as the kernel adds it with the inner pair (no GATEWAY).
+        routes[(f"{t.peer}/128", t.fib)] = {"interface": t.interface, "flags": "UP,HOST,DONE"}
+        if t.fib:
+            routes[(f"{t.peer}/128", 0)] = None
     peers = [str(u.peer) for u in plan.router.upstreams]
     return {
         "ifconfig": interfaces,
@@ -93,6 +98,55 @@ def test_downstream_tunnel_in_the_wrong_fib(plan):
     found["ifconfig"]["gif0"].tunnelfib = 1
     assert lines(plan, "vps01", ifconfig=found["ifconfig"]) == [
         "vps01: tunnel gif0 to router01: fib 0 tunnelfib 1, planned fib 1 tunnelfib 0"
+    ]
+
+
+def test_a_grown_fib_needs_what_rc_d_routing_adds_at_boot(plan):
+    """sysctl net.fibs=2 adds no route to FIB 1: without ::1 and the reject routes, a FIB whose
+    default route is the tunnel sends link-local and multicast destinations into it."""
+    found = converged(plan, "vps01")
+    found["routes"][("::1/128", 1)] = None
+    found["routes"][("fe80::/10", 1)] = None
+    assert lines(plan, "vps01", routes=found["routes"]) == [
+        "vps01: route ::1/128 -interface lo0 -fib 1: not in FIB 1 as planned",
+        "vps01: route fe80::/10 -reject -fib 1: not in FIB 1 as planned",
+    ]
+
+
+def test_the_provider_s_ipv6_default_route_is_checked_when_the_inventory_names_it(ref, plan_for):
+    from tests.inventories import host
+
+    host(ref, "vps01")["wan_ipv6_gateway"] = "fe80::1"
+    static = plan_for(ref)
+    found = converged(static, "vps01")
+    found["routes"][("default", 0)] = {"gateway": "fe80::1%vtnet0", "interface": "vtnet0"}
+    assert lines(static, "vps01", routes=found["routes"]) == []
+    found["routes"][("default", 0)] = None
+    assert lines(static, "vps01", routes=found["routes"]) == [
+        "vps01: the IPv6 default route in FIB 0 (via fe80::1 on vtnet0): missing"
+    ]
+    host(ref, "vps01")["wan_ipv6_gateway"] = "ra"
+    learned = plan_for(ref)
+    findings = evaluate(learned, learned.host("vps01"), Preflight(), found)
+    assert [(f.line, f.waitable) for f in findings] == [
+        (
+            "vps01: the IPv6 default route in FIB 0 (from router advertisements on vtnet0): "
+            "missing",
+            True,
+        )
+    ]
+
+
+def test_a_tunnel_moved_into_its_fib_without_its_routes(plan):
+    """`ifconfig gif0 fib 1` on a live tunnel leaves its far end's route in FIB 0: the ping
+    through FIB 1's default route (the tunnel) still answers, so only the lookup tells."""
+    found = converged(plan, "vps01")
+    found["routes"][("2a06:9801:1c:ffff::1/128", 1)] = None
+    found["routes"][("2a06:9801:1c:ffff::1/128", 0)] = {"interface": "gif0", "flags": "UP,HOST"}
+    assert lines(plan, "vps01", routes=found["routes"]) == [
+        "vps01: tunnel gif0 to router01: no route to 2a06:9801:1c:ffff::1 in FIB 1",
+        "vps01: tunnel gif0 to router01: its route to 2a06:9801:1c:ffff::1 is in FIB 0, planned "
+        "FIB 1 (the tunnel was moved without re-creating it: the next deploy re-creates it)",
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.inventories import ROOT, upstream, write
+from tests.inventories import ROOT, host, upstream, write
 
 
 def check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,6 +31,8 @@ def test_check_summarises_the_reference_plan():
         "RM-LAGRANGE-OUT out; prepend 201379 x2",
         "  gif0  vps01      2a06:9801:1c:1000::/64   to 203.0.113.10 (managed)",
         " " * 19 + "inner 2a06:9801:1c:ffff::1 <-> 2a06:9801:1c:ffff::2  (mtu 1280, mss 1220)",
+        " " * 19
+        + "inbound: ssh from trusted; jails vnet; modules if_bridge if_epair if_gif pf pflog",
         "  gif1  dcgw01     2a06:9801:1c:2000::/62   to 192.0.2.50 (unmanaged, opnsense)",
         " " * 19 + "inner 2a06:9801:1c:ffff::3 <-> 2a06:9801:1c:ffff::4  (mtu 1280, mss 1220)",
     ]
@@ -44,6 +46,18 @@ def test_check_shows_a_prefix_limit(ref, tmp_path):
     result = check("--inventory", str(write(tmp_path, ref)))
     assert result.returncode == 0, result.stderr
     assert "prepend 201379 x2; at most 300000 prefixes" in result.stdout
+
+
+def test_check_shows_what_a_downstream_opens_and_the_modules_it_needs(ref, tmp_path):
+    host(ref, "vps01")["services"] = [{"proto": "tcp", "port": [80, 443]}]
+    host(ref, "vps01")["securelevel"] = 1
+    host(ref, "vps01")["lan"]["jails"] = "shared"
+    result = check("--inventory", str(write(tmp_path, ref)))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "inbound: ssh from trusted, tcp/80,443 to host; jails shared; modules if_gif pf pflog "
+        "(securelevel 1: at boot only)" in result.stdout
+    )
 
 
 def test_lab_down_without_a_lab_removes_nothing(tmp_path):

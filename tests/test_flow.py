@@ -24,7 +24,7 @@ from tests.inventories import ROOT, host, upstream, write
 READS = re.compile(
     r"^(uname -sr|sysctl -n |getent passwd|echo \"\$SSH_CLIENT\"|for m in |\( test -e |"
     r"test -e .* (sha256sum|&& echo pending)|env -i /bin/sh|ifconfig$|route -n -6 get|"
-    r"pfctl -s info|pfctl -sr|pfctl -nvf|service \w+ status|pkg info|vtysh -c 'show|"
+    r"pfctl -s info|pfctl -sr|pfctl -nvf|sockstat |service \w+ status|pkg info|vtysh -c 'show|"
     r"/usr/local/sbin/frr-reload\.py --test .*/frr\.conf$|(setfib \d+ )?ping )"
 )
 
@@ -165,6 +165,12 @@ def test_first_deploy_converges_in_order(lab: Lab) -> None:
         "1 2001:db8:200:0:1000::/68",
         "1 2a06:9801:1c:1000::/64",
         "1 ::/0",
+        # what rc.d/routing adds to every FIB at boot, added when net.fibs grew live
+        "1 ::/96",
+        "1 ::1/128",
+        "1 ::ffff:0.0.0.0/96",
+        "1 fe80::/10",
+        "1 ff02::/16",
     ]
     assert router.pf_enabled and router.pf_loaded and vps.pf_enabled
     assert router.frr_connections == {"2001:db8:300::1": 1, "2001:db8:100::ff": 1}
@@ -326,3 +332,77 @@ def test_a_module_that_securelevel_keeps_out_waits_for_a_reboot(lab: Lab) -> Non
     # Everything else was applied: the boot configuration now loads if_gre.
     assert "if_gre" in lab.world.hosts["router01"].files["/etc/rc.conf.d/kld"]
     assert "gif0" in lab.world.hosts["router01"].interfaces
+
+
+def test_a_hand_built_tunnel_in_fib_0_is_re_created_in_its_fib(lab: Lab) -> None:
+    """Adopting a VPS whose gif0 was built by hand in FIB 0: ``ifconfig gif0 fib 1`` would
+    leave the far end's route in FIB 0 (SIOCSIFFIB moves no route), so the deploy re-creates
+    the tunnel from rc.conf, where ``fib 1`` comes before the addresses."""
+
+    def hand_built(world: World) -> None:
+        world.hosts["vps01"].interfaces["gif0"] = Iface(
+            tunnel=["203.0.113.10", "198.51.100.10"],
+            inet6=[["2a06:9801:1c:ffff::2", "2a06:9801:1c:ffff::1", 128]],
+            kind="gif",
+        )
+
+    lab.edit_world(hand_built)
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    vps = actions(log, "vps01")
+    assert vps.index("ifconfig gif0 destroy") + 1 == vps.index("service netif start gif0")
+    assert not [c for c in vps if re.match(r"ifconfig gif0 fib ", c)]
+    gif0 = lab.world.hosts["vps01"].interfaces["gif0"]
+    assert (gif0.fib, gif0.route_fib, gif0.tunnelfib) == (1, 1, 0)
+
+
+def _ra_uplink(world: World) -> None:
+    world.hosts["vps01"].ra_router = "fe80::1"
+
+
+def test_an_uplink_on_router_advertisements_is_refused_unless_the_inventory_keeps_them(
+    lab: Lab,
+) -> None:
+    """Forwarding would silently drop the VPS's provider IPv6 default route: the pre-flight
+    refuses until the inventory says how the uplink gets it, and nothing changes meanwhile."""
+    lab.edit_world(_ra_uplink)
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "vps01: vtnet0 learns the IPv6 default route from router advertisements" in (
+        result.stderr
+    )
+    assert actions(log) == []
+
+
+def test_router_advertisements_kept_under_forwarding(lab: Lab) -> None:
+    lab.edit_world(_ra_uplink)
+    host(lab.ref, "vps01")["wan_ipv6_gateway"] = "ra"
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    vps = actions(log, "vps01")
+    assert vps.index("sysctl net.inet6.ip6.rfc6204w3=1") < vps.index(
+        "sysctl net.inet6.ip6.forwarding=1"
+    )
+    assert 'ipv6_cpe_wanif="vtnet0"' in lab.world.hosts["vps01"].files["/etc/rc.conf.local"]
+    # The check proved the default route is still there; a rerun does nothing.
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert actions(log) == []
+
+
+def test_a_first_default_deny_does_not_close_a_listening_port_unasked(lab: Lab) -> None:
+    def listening(world: World) -> None:
+        world.hosts["vps01"].sockets.append(["tcp", "*", 8080, "nginx"])
+
+    lab.edit_world(listening)
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert (
+        "vps01: pf would close tcp/8080, which listens today (nginx on *:8080): open it in "
+        "services, or list 'tcp/8080' in may_close" in result.stderr
+    )
+    assert actions(log) == []
+    host(lab.ref, "vps01")["services"] = [{"proto": "tcp", "port": 8080}]
+    result, _log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert any("port 8080" in rule for rule in lab.world.hosts["vps01"].pf_loaded)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tasks.facts import Interface
+from tasks.facts import Interface, Socket
 from tasks.inventory import load_inventory
 from tasks.plan import Plan, load
 from tasks.preflight import evaluate, rc_conf_conflicts, rendered_variables
@@ -36,7 +36,17 @@ def healthy(plan: Plan, name: str) -> dict[str, Any]:
         "rc_conf": {"hostname": name, "sshd_enable": "YES"},
         "netif": None,
         "routing": None,
-        "ifconfig": {"vtnet0": wan, "lo0": Interface("lo0")},
+        "ifconfig": {"vtnet0": wan, "lo0": Interface("lo0"), "bastille0": Interface("bastille0")},
+        **(
+            {}
+            if name == "router01"
+            else {
+                "ipv6_default": None,
+                "pf_status": None,
+                "pf_rules": [],
+                "sockets": [Socket("tcp", "*", 22, "sshd")],
+            }
+        ),
     }
 
 
@@ -115,7 +125,8 @@ def test_the_hand_built_reference_router_must_be_migrated_first(plan):
 
 def test_a_live_uplink_is_never_renumbered(plan):
     moved_wan = Interface("vtnet0", inet=["203.0.113.77"])
-    assert verdict(plan, "vps01", ifconfig={"vtnet0": moved_wan}).problems == (
+    moved = {"vtnet0": moved_wan, "bastille0": Interface("bastille0")}
+    assert verdict(plan, "vps01", ifconfig=moved).problems == (
         "vps01: vtnet0 (the uplink) does not have 203.0.113.10: ownas does not renumber a live "
         "uplink; correct the inventory or the host",
     )
@@ -166,3 +177,90 @@ def test_what_the_previous_configuration_had_is_retired(plan):
 def test_a_fragment_ownas_did_not_write_retires_nothing(plan):
     result = verdict(plan, "router01", netif=['cloned_interfaces="gif7"'])
     assert result.retired_tunnels == ()
+
+
+# --- what a default-deny pf.conf would close, and the uplink's IPv6 default route ------------
+
+SOCKETS = [
+    Socket("tcp", "*", 22, "sshd"),
+    Socket("udp", "*", 123, "ntpd"),
+    Socket("udp", "fe80::5054:ff:fe12:3456", 123, "ntpd"),
+    Socket("tcp", "*", 8080, "nginx"),
+    Socket("tcp", "2001:db8:200:0:1000::10", 8080, "nginx"),
+]
+
+
+def test_a_first_default_deny_that_would_close_listening_ports_is_refused(plan):
+    assert verdict(plan, "vps01", sockets=SOCKETS).problems == (
+        "vps01: pf would close tcp/8080, which listens today (nginx on *:8080, nginx on "
+        "[2001:db8:200:0:1000::10]:8080): open it in services, or list 'tcp/8080' in may_close",
+        "vps01: pf would close udp/123, which listens today (ntpd on *:123): open it in "
+        "services, or list 'udp/123' in may_close",
+    )
+
+
+def test_listed_ports_may_close_or_stay_open(ref, plan_for):
+    from tests.inventories import host
+
+    host(ref, "vps01")["services"] = [{"proto": "tcp", "port": 8080}]
+    host(ref, "vps01")["may_close"] = ["udp/123"]
+    listed = plan_for(ref)
+    assert verdict(listed, "vps01", sockets=SOCKETS).problems == ()
+
+
+def test_once_default_deny_is_in_force_listening_ports_are_not_judged(plan):
+    loaded = ["block drop in log all", "pass out quick all flags S/SA keep state"]
+    assert (
+        verdict(plan, "vps01", sockets=SOCKETS, pf_status="Enabled", pf_rules=loaded).problems == ()
+    )
+    # pf loaded but without a default deny (an older pf.conf that passed everything in)
+    assert verdict(plan, "vps01", sockets=SOCKETS, pf_status="Enabled", pf_rules=[]).problems
+
+
+RA_UPLINK = Interface(
+    "vtnet0",
+    inet=["203.0.113.10"],
+    inet6=[("fe80::5054:ff:fe12:3456", None, 64)],
+    nd6=["PERFORMNUD", "ACCEPT_RTADV", "AUTO_LINKLOCAL"],
+)
+BRIDGE = Interface("bastille0")
+RA_DEFAULT = {"gateway": "fe80::1%vtnet0", "interface": "vtnet0", "flags": "UP,GATEWAY,DONE"}
+
+
+def test_an_uplink_that_learns_its_default_route_from_ras_must_say_so(plan):
+    found = {"ifconfig": {"vtnet0": RA_UPLINK, "bastille0": BRIDGE}, "ipv6_default": RA_DEFAULT}
+    assert verdict(plan, "vps01", **found).problems == (
+        "vps01: vtnet0 learns the IPv6 default route from router advertisements (via "
+        "fe80::1%vtnet0), which IPv6 forwarding would drop: set wan_ipv6_gateway to 'ra' to "
+        "keep them, or to the gateway's address",
+    )
+
+
+def test_the_inventory_s_ipv6_uplink_must_match_the_host(ref, plan_for):
+    from tests.inventories import host
+
+    ra_uplink = {"ifconfig": {"vtnet0": RA_UPLINK, "bastille0": BRIDGE}}
+    host(ref, "vps01")["wan_ipv6_gateway"] = "ra"
+    with_ra = plan_for(ref)
+    assert verdict(with_ra, "vps01", **ra_uplink, ipv6_default=RA_DEFAULT).problems == ()
+    assert verdict(with_ra, "vps01").problems == (
+        "vps01: wan_ipv6_gateway is 'ra', but vtnet0 does not accept router advertisements "
+        "today (no ACCEPT_RTADV in its nd6 options): set the gateway's address instead, or "
+        "remove the field",
+    )
+    host(ref, "vps01")["wan_ipv6_gateway"] = "fe80::1"
+    static = plan_for(ref)
+    assert verdict(static, "vps01", ipv6_default=RA_DEFAULT).problems == ()
+    assert verdict(static, "vps01").problems == (
+        "vps01: the IPv6 default route in FIB 0 is missing, the inventory says wan_ipv6_gateway "
+        "fe80::1: ownas does not change a live uplink's route; correct the inventory or the host",
+    )
+
+
+def test_the_jails_lan_must_exist(plan):
+    found = healthy(plan, "vps01")
+    del found["ifconfig"]["bastille0"]
+    assert verdict(plan, "vps01", ifconfig=found["ifconfig"]).problems == (
+        "vps01: bastille0 (the jails' LAN) does not exist: ownas routes to it but does not "
+        'create it; set it up as README, "Jails", says and rerun',
+    )

@@ -86,7 +86,7 @@ ROUTER = {
     "etc/rc.conf.d/netif": {
         "ifconfig_vtnet0": "inet 198.51.100.10/24 -rxcsum -txcsum -rxcsum6 -txcsum6 -lro -tso",
         "ifconfig_vtnet0_ipv6": "inet6 2001:db8:100::96/64",
-        "ifconfig_lo0_alias0": "inet6 2a06:9801:1c::1 prefixlen 64",
+        "ifconfig_lo0_alias0": "inet6 2a06:9801:1c::1 prefixlen 128",
         "cloned_interfaces": " gif0 gif1 gre0",
         "ifconfig_gre0": "tunnel 198.51.100.10 198.51.100.44",
         "ifconfig_gre0_ipv6": "inet6 2001:db8:300::2 2001:db8:300::1 prefixlen 128",
@@ -128,7 +128,7 @@ VPS = {
         "ipv6_route_fib1provider": "2001:db8:200:0:1000::/68 -interface bastille0 -fib 1",
         "ipv6_route_fib1delegate": "2a06:9801:1c:1000::/64 -interface bastille0 -fib 1",
     },
-    "etc/rc.conf.d/kld": {"kld_list": " pf pflog"},
+    "etc/rc.conf.d/kld": {"kld_list": " if_bridge if_epair pf pflog"},
     "etc/rc.conf.d/pf": {"pf_enable": "YES", "pf_rules": "/etc/pf.conf"},
     "etc/rc.conf.d/pflog": {"pflog_enable": "YES"},
 }

@@ -468,3 +468,69 @@ def test_cli_reports_a_python_error_in_the_inventory_without_traceback(tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("inventory.py: cannot be loaded:")
     assert "Traceback" not in result.stderr
+
+
+# --- what FreeBSD cannot do, and the downstreams' new fields -------------------------------
+
+
+def test_gtsm_on_an_ipv6_session_is_refused(ref, problems_for):
+    upstream(ref, "ifog")["ttl_security"] = True
+    assert problems_for(ref) == [
+        "router01.upstreams[ifog].ttl_security: FreeBSD cannot enforce GTSM on an IPv6 session "
+        "(it has no IPV6_MINHOPCOUNT): FRR's ttl-security would never open the session itself "
+        "and would accept the peer's without a hop-limit check; remove the field (pf admits "
+        "TCP 179 only from this peer on its interface)"
+    ]
+
+
+def test_gtsm_off_is_accepted_and_renders_nothing(ref, plan_for):
+    upstream(ref, "ifog")["ttl_security"] = False
+    plan = plan_for(ref)
+    assert not plan.router.upstreams[0].ttl_security
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "wan_ipv6_gateway",
+            "slaac",
+            "'slaac' is neither an IPv6 gateway address nor 'ra' (router advertisements)",
+        ),
+        ("may_close", ["ntp"], "'ntp' is not PROTO/PORT (like udp/123 or tcp/25)"),
+        ("services", [{"proto": "sctp", "port": 1}], None),
+    ],
+)
+def test_downstream_field_values(ref, problems_for, field, value, message):
+    host(ref, "vps01")[field] = value
+    problems = problems_for(ref)
+    if message:
+        assert problems == [f"vps01.{field}: {message}"]
+    else:
+        assert problems == ["vps01.services[0].proto: 'sctp' is not one of 'tcp', 'udp'"]
+
+
+def test_jail_style_is_vnet_or_shared(ref, problems_for):
+    host(ref, "vps01")["lan"]["jails"] = "bridge"
+    assert problems_for(ref) == ["vps01.lan.jails: 'bridge' is not one of 'vnet', 'shared'"]
+
+
+def test_services_open_ports_only_on_the_host_and_its_jails(ref, problems_for):
+    host(ref, "vps01")["services"] = [
+        {"proto": "tcp", "port": 443, "to": "2a06:9801:1c:2000::10"},  # dcgw01's delegation
+        {"proto": "tcp", "port": 80, "to": "10.254.254.10"},  # a NATed jail
+        {"proto": "udp", "port": [0, 53]},
+        {"proto": "tcp", "port": 25, "to": "2a06:9801:1c:1000::25", "from": ["192.0.2.1"]},
+        {"proto": "tcp", "prot": 22},
+    ]
+    assert problems_for(ref) == [
+        # each value on its own first (tasks.model), then what relates fields (tasks.plan)
+        "vps01.services[2].port: 0 is not between 1 and 65535",
+        "vps01.services[4].prot: unknown field (did you mean proto?)",
+        "vps01.services[4].port: is required",
+        "vps01.services[0].to: 2a06:9801:1c:2000::10 is not inside 2a06:9801:1c:1000::/64 "
+        "or 2001:db8:200:0:1000::/68",
+        "vps01.services[1].to: 10.254.254.10 is not this host's IPv4 203.0.113.10: the jails' "
+        "IPv4 is NATed and ownas opens no port to it; use 'host' or a jail's IPv6 address",
+        "vps01.services[3].from: has addresses of another family than 2a06:9801:1c:1000::25",
+    ]

@@ -51,6 +51,7 @@ STANDINS = (
     "route",
     "service",
     "setfib",
+    "sockstat",
     "sysctl",
     "uname",
 )

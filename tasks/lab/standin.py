@@ -39,7 +39,7 @@ from tasks.lab import alive, links
 MODULE_OF = {"gif": "if_gif", "gre": "if_gre"}
 # Modules FreeBSD 14 ships in /boot/kernel that the rendered configuration can ask for; kldload
 # of any other name fails as it does there (no such file).
-KERNEL_MODULES = ("if_bridge", "if_gif", "if_gre", "pf", "pflog", "pfsync")
+KERNEL_MODULES = ("if_bridge", "if_epair", "if_gif", "if_gre", "pf", "pflog", "pfsync")
 RULE_PRIORITY = {"pf": 20000, "fib": 21000, "mark": 22000}
 FRR_BIN = Path("/usr/lib/frr")
 FRR_CONFDIR = "/usr/local/etc/frr"
@@ -118,6 +118,7 @@ def uname(host: Host, args: list[str]) -> int:
     return 0
 
 
+RFC6204W3 = "net.inet6.ip6.rfc6204w3"  # recorded: the lab's uplinks send no RAs
 SYSCTL_FILES = {
     "net.inet6.ip6.forwarding": "/proc/sys/net/ipv6/conf/all/forwarding",
     "net.inet.ip.forwarding": "/proc/sys/net/ipv4/ip_forward",
@@ -147,6 +148,8 @@ def sysctl(host: Host, args: list[str]) -> int:
             host.state["fibs"] = int(value)
         elif name in SYSCTL_FILES and value in ("0", "1"):
             Path(SYSCTL_FILES[name]).write_text(value)
+        elif name == RFC6204W3 and value in ("0", "1"):
+            host.state["rfc6204w3"] = int(value)
         else:
             raise Refused(f"sysctl: oid '{name}' is read only")
         print(f"{name}: {old} -> {value}")
@@ -157,6 +160,8 @@ def sysctl(host: Host, args: list[str]) -> int:
 def _sysctl_value(host: Host, name: str) -> str | None:
     if name == "kern.securelevel":
         return str(host.state["securelevel"])
+    if name == RFC6204W3:
+        return str(host.state.get("rfc6204w3", 0))
     if name == "net.fibs":
         return str(host.state["fibs"])
     if name in SYSCTL_FILES:
@@ -247,7 +252,10 @@ def _add_inet6(host: Host, name: str, words: list[str]) -> None:
         raise Refused(f"ifconfig: {' '.join(words)}: bad value")
     host.ip("link", "set", name, "up")
     if name in host.state["tunnels"]:
-        host.state["tunnels"][name]["up"] = True
+        tunnel = host.state["tunnels"][name]
+        tunnel["up"] = True
+        # The peer's host route goes to the interface's FIB of this moment (in6.c).
+        tunnel["route_fib"] = tunnel.get("fib", 0)
     host.ip("-6", "addr", "add", *address, "dev", name, "nodad")
 
 
@@ -268,7 +276,10 @@ def _tunnel_settings(host: Host, name: str, words: list[str]) -> None:
         elif word in ("fib", "tunnelfib") and index + 1 < len(words) and words[index + 1].isdigit():
             fib = int(words[index + 1])
             if fib >= host.state["fibs"]:
-                raise Refused("ifconfig: ioctl (SIOCSIFFIB): Invalid argument")
+                ioctl = "SIOCSIFFIB" if word == "fib" else "SIOCSTUNFIB"
+                raise Refused(f"ifconfig: ioctl ({ioctl}): Invalid argument")
+            # SIOCSIFFIB sets the FIB of what comes later; the routes of the addresses the
+            # interface has stay where they are (sys/net/if.c): route_fib is not touched.
             tunnel[word] = fib
             index += 2
         elif word == "mtu" and index + 1 < len(words) and words[index + 1].isdigit():
@@ -473,10 +484,21 @@ def _routes(host: Host, table: str, destination: str) -> list[dict[str, Any]]:
     return [r for r in routes if r.get("protocol", "boot") in OWN_PROTOS]
 
 
+def _peer_route(host: Host, fib: int, destination: str) -> list[dict[str, Any]]:
+    """A tunnel's far end as FreeBSD routes it: a host route in the FIB the interface had when
+    its inner pair was added (Linux keeps its peer route in main; the lab's state knows)."""
+    if not destination.endswith("/128"):
+        return []
+    for name, tunnel in host.state["tunnels"].items():
+        if tunnel.get("route_fib", 0) == fib and _tunnel_peer(host, name) == destination[:-4]:
+            return [{"dev": name, "protocol": P2P_PROTO, "host": True}]
+    return []
+
+
 def _route_get(host: Host, fib: int, destination: str) -> int:
     """As sbin/route's print_getmsg prints it for ``route -n -6 get -fib N DEST``."""
     table = host.table(fib)
-    found = _routes(host, table, destination)
+    found = _routes(host, table, destination) or _peer_route(host, fib, destination)
     if not found:
         print("route: route has not been found", file=sys.stderr)
         return 1
@@ -484,6 +506,8 @@ def _route_get(host: Host, fib: int, destination: str) -> int:
     gateway = entry.get("gateway") if entry.get("protocol") != P2P_PROTO else None
     prefix, _, length = ("::/0" if destination == "default" else destination).partition("/")
     flags = ["UP"] + (["GATEWAY"] if gateway else []) + ["DONE", "STATIC"]
+    if entry.get("host"):
+        flags = ["UP", "HOST", "DONE"]
     if entry.get("type") == "unreachable":
         flags.append("REJECT")
     shown = "default" if length == "0" else prefix
@@ -678,6 +702,30 @@ def _frr(host: Host, action: str) -> int:
     return boot.returncode
 
 
+# --- sockstat ------------------------------------------------------------------------------------
+
+
+def sockstat(host: Host, args: list[str]) -> int:
+    """``sockstat -46lLq -P tcp,udp`` from what listens in the host's namespace (ss), printed
+    as usr.bin/sockstat prints rows: USER COMMAND PID FD PROTO LOCAL FOREIGN."""
+    if args != ["-46lLq", "-P", "tcp,udp"]:
+        raise unused("sockstat", args)
+    shown = subprocess.run(["ss", "-Hltunp"], capture_output=True, text=True, check=True)
+    for line in shown.stdout.splitlines():
+        words = line.split()
+        proto, local = words[0], words[4]
+        address, _, port = local.rpartition(":")
+        address = address.strip("[]").split("%")[0]
+        if address.startswith("127.") or address == "::1":
+            continue  # -L
+        family = "46" if address in ("*", "::", "0.0.0.0") else ("6" if ":" in address else "4")
+        shown_address = "*" if address in ("*", "::", "0.0.0.0") else address
+        command = re.search(r'"([^"]+)"', line)
+        name = command[1] if command else "?"
+        print(f"root     {name:<10.10} {1:5} 3   {proto + family:<6} {shown_address}:{port} *:*")
+    return 0
+
+
 # --- pkg, ping, setfib ---------------------------------------------------------------------------
 
 
@@ -761,6 +809,7 @@ COMMANDS = {
     "pkg": pkg,
     "ping": ping,
     "setfib": setfib,
+    "sockstat": sockstat,
 }
 # What changes the state of a tunnel, and therefore its link.
 TUNNEL_COMMANDS = ("ifconfig", "service")

@@ -51,7 +51,6 @@ class Upstream:
     address: str  # its BGP address
     prefixlen: int
     peer: str  # the router's address it peers with
-    ttl_security: bool
     tunnel: bool
 
 
@@ -134,7 +133,6 @@ def build(plan: Plan) -> Topology:
                 address,
                 prefixlen,
                 peer,
-                upstream.ttl_security,
                 upstream.tunnel is not None,
             )
         )
