@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyinfra import host
+from pyinfra.facts.files import Sha256File
 
 from tasks import facts, freebsd
-from tasks.facts import route_matches
-from tasks.plan import MAX_PREFIX_RESTART, HostPlan, Plan, Route, Tunnel
-from tasks.preflight import Preflight
+from tasks.facts import peer_lookups, peer_route_problems, route_matches
+from tasks.operations import sha256
+from tasks.plan import MAX_PREFIX_RESTART, HostPlan, Plan, Tunnel
+from tasks.preflight import Preflight, read_fact
 
 
 @dataclass(frozen=True)
@@ -49,31 +51,8 @@ def _tunnel(name: str, tunnel: Tunnel, interface: Any) -> list[Finding]:
     return found
 
 
-def peer_lookups(tunnel: Tunnel) -> list[tuple[str, int]]:
-    """(destination, fib) of the far end's host route: in the tunnel's FIB, and in FIB 0 when
-    that is another one. The kernel adds it in the FIB the interface had when the inner pair
-    was added (SIOCSIFFIB moves nothing), so a tunnel moved with ``ifconfig fib`` keeps it in
-    the old FIB, where a ping cannot tell (FIB 1's default route is the tunnel itself)."""
-    destination = f"{tunnel.peer}/128"
-    return [(destination, tunnel.fib)] + ([(destination, 0)] if tunnel.fib else [])
-
-
 def _peer_routes(label: str, tunnel: Tunnel, routes: dict[Any, Any]) -> list[Finding]:
-    lookups = peer_lookups(tunnel)
-    planned = Route("", lookups[0][0], interface=tunnel.interface, fib=tunnel.fib)
-    found = []
-    if not route_matches(planned, routes.get(lookups[0])):
-        found.append(Finding(f"{label}: no route to {tunnel.peer} in FIB {tunnel.fib}"))
-    for lookup in lookups[1:]:
-        stray = routes.get(lookup)
-        if stray is not None and stray.get("interface") == tunnel.interface:
-            found.append(
-                Finding(
-                    f"{label}: its route to {tunnel.peer} is in FIB 0, planned FIB {tunnel.fib} "
-                    "(the tunnel was moved without re-creating it: the next deploy re-creates it)"
-                )
-            )
-    return found
+    return [Finding(f"{label}: {why}") for why in peer_route_problems(tunnel, routes)]
 
 
 def _ipv6_default(name: str, hp: HostPlan, found: dict[str, str] | None) -> list[Finding]:
@@ -109,11 +88,7 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
     for tunnel in hp.tunnels:
         if tunnel.interface in pre.deferred_tunnels:
             continue
-        tunnel_findings = _tunnel(name, tunnel, found["ifconfig"].get(tunnel.interface))
-        if not tunnel_findings:
-            label = f"{name}: tunnel {tunnel.interface} to {tunnel.far_end}"
-            tunnel_findings = _peer_routes(label, tunnel, found["routes"])
-        findings += tunnel_findings
+        findings += tunnel_findings(name, tunnel, found)
         pinged = found["pings"]
         if hp.role == "router" and tunnel.role == "upstream":
             findings += _ping(
@@ -145,20 +120,34 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
             args = freebsd.route_args(route)
             findings.append(Finding(f"{name}: route {args}: not in FIB {route.fib} as planned"))
     if not pre.pf_deferred:
-        if found["pf_status"] != "Enabled":
-            findings.append(Finding(f"{name}: pf is not enabled"))
-        elif found["pf_pending"]:
-            findings.append(Finding(f"{name}: pf: /etc/pf.conf is installed but not loaded"))
-        elif found["pf_rules"] != found["pf_file_rules"]:
-            findings.append(
-                Finding(
-                    f"{name}: pf has {len(found['pf_rules'])} rules loaded, /etc/pf.conf expands "
-                    f"to {len(found['pf_file_rules'])} that differ"
-                )
-            )
+        findings += pf_findings(name, found)
     if hp.role == "router":
         findings += _bgp(plan, found)
     return findings
+
+
+def pf_findings(name: str, found: dict[str, Any]) -> list[Finding]:
+    """pf enabled, with the rules of /etc/pf.conf loaded (and nothing installed unloaded)."""
+    if found["pf_status"] != "Enabled":
+        return [Finding(f"{name}: pf is not enabled")]
+    if found["pf_pending"]:
+        return [Finding(f"{name}: pf: /etc/pf.conf is installed but not loaded")]
+    if found["pf_rules"] != found["pf_file_rules"]:
+        return [
+            Finding(
+                f"{name}: pf has {len(found['pf_rules'])} rules loaded, /etc/pf.conf expands "
+                f"to {len(found['pf_file_rules'])} that differ"
+            )
+        ]
+    return []
+
+
+def tunnel_findings(name: str, tunnel: Tunnel, found: dict[str, Any]) -> list[Finding]:
+    """The tunnel as planned (exists, up, endpoints, FIBs, inner pair), then its far end's
+    route in the right FIB."""
+    label = f"{name}: tunnel {tunnel.interface} to {tunnel.far_end}"
+    findings = _tunnel(name, tunnel, found["ifconfig"].get(tunnel.interface))
+    return findings or _peer_routes(label, tunnel, found["routes"])
 
 
 def _bgp(plan: Plan, found: dict[str, Any]) -> list[Finding]:
@@ -254,3 +243,53 @@ def checker(plan: Plan, hp: HostPlan, pre: Preflight):
         return evaluate(plan, hp, pre, gather(plan, hp, pre))
 
     return check
+
+
+# --- a downstream deployed without its router (--limit) ------------------------------------
+
+
+def router_side(plan: Plan, names: list[str], found: dict[str, Any], pf_conf: str) -> list[str]:
+    """Problems, one line per downstream, where the router does not already run what the plan
+    gives it for that downstream's tunnel: the tunnel (endpoints, inner pair), the route to
+    the delegation, and pf running exactly the rendered /etc/pf.conf (``pf_conf``).
+    Deploying the downstream alone would otherwise leave the two ends disagreeing."""
+    router = plan.router.name
+    problems = []
+    for name in names:
+        tunnel = plan.tunnel_to(plan.network.downstream(name))
+        findings = [f.line for f in tunnel_findings(router, tunnel, found)]
+        route = next(r for r in plan.host(router).routes if r.bound_to == tunnel.interface)
+        if not route_matches(route, found["routes"].get((route.destination, route.fib))):
+            findings.append(f"{router}: route {freebsd.route_args(route)}: not as planned")
+        if found["pf_file"] != sha256(pf_conf):
+            findings.append(f"{router}: /etc/pf.conf is not the planned one")
+        findings += [f.line for f in pf_findings(router, found)]
+        if findings:
+            why = "; ".join(line.removeprefix(f"{router}: ") for line in findings)
+            problems.append(
+                f"{name}: {router} does not run its side of the tunnel yet ({why}): deploy "
+                f"{router} first (without --limit, or --limit {router})"
+            )
+    return problems
+
+
+def gather_router_side(target: Any, plan: Plan, names: list[str]) -> dict[str, Any]:
+    """What ``router_side`` reads from the router, read-only."""
+    hp = plan.host(plan.router.name)
+    tunnels = [plan.tunnel_to(plan.network.downstream(name)) for name in names]
+    lookups = [(r.destination, r.fib) for r in hp.routes]
+    lookups += [lookup for t in tunnels for lookup in peer_lookups(t)]
+    return {
+        "ifconfig": read_fact(target, facts.Ifconfig),
+        "routes": {
+            (destination, fib): read_fact(
+                target, facts.RouteLookup, destination=destination, fib=fib
+            )
+            for destination, fib in lookups
+        },
+        "pf_file": read_fact(target, Sha256File, path=freebsd.PF_CONF),
+        "pf_status": read_fact(target, facts.PfStatus),
+        "pf_rules": read_fact(target, facts.PfRules),
+        "pf_file_rules": read_fact(target, facts.PfFileRules, path=freebsd.PF_CONF),
+        "pf_pending": read_fact(target, facts.ReloadPending, path=freebsd.PF_CONF),
+    }

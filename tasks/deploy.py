@@ -22,7 +22,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations.freebsd import pkg
 
-from tasks import checks, freebsd, operations, preflight
+from tasks import checks, freebsd, operations, preflight, ssh
 from tasks.inventory import load_inventory
 from tasks.model import InventoryError, host_name
 from tasks.plan import Plan, load
@@ -76,6 +76,7 @@ def current(state: Any) -> Run:
     cached = getattr(state, "_ownas_run", None)
     if cached is not None:
         return cached
+    _require_safety(state)
     plan = _plan(state)
     targets = [h for h in state.inventory.get_active_hosts() if host_name(h) in plan.hosts]
     files = {name: render_host(plan, name) for name in plan.hosts}
@@ -88,10 +89,56 @@ def current(state: Any) -> Run:
         for note in verdict.notes:
             logger.warning(note)
     problems = [line for verdict in preflights.values() for line in verdict.problems]
+    problems += _router_side(state, plan, files, [host_name(t) for t in targets])
     if problems:
         _stop(problems, "found by the pre-flight; nothing was changed on any host")
     state._ownas_run = run = Run(plan, files, preflights)
     return run
+
+
+def _require_safety(state: Any) -> None:
+    """Refuse a run that config.py did not set up, and one where a host was not reached.
+
+    pyinfra reads config.py from the current directory only: started from elsewhere, no run
+    stops for an unreachable host or a failed router. deploy.py is read after pyinfra
+    connected and before any operation runs, so stopping here changes nothing anywhere.
+    """
+    project = Path(__file__).resolve().parent.parent
+    if not ssh.in_force(state):
+        _stop(
+            [
+                f"ownas's config.py was not read (pyinfra reads it from the current directory "
+                f"only), so nothing would stop a half-done run: cd {project} and run pyinfra "
+                "from there"
+            ],
+            "in how pyinfra was started; nothing was changed on any host",
+        )
+    unreached = sorted(host_name(h) for h in state.failed_hosts)
+    if unreached:
+        _stop(
+            [f"{name}: was not reached over SSH" for name in unreached],
+            "in reaching the hosts; nothing was changed on any host",
+        )
+
+
+def _router_side(
+    state: Any, plan: Plan, files: dict[str, dict[str, str]], names: list[str]
+) -> list[str]:
+    """Downstreams deployed without the router (``--limit vps01``): read the router, without
+    changing it, and refuse those whose tunnel it does not already run as planned."""
+    router = plan.router.name
+    alone = [n for n in names if n != router and plan.host(n).role == "downstream"]
+    if not alone or router in names:
+        return []
+    target = next(h for h in state.inventory if host_name(h) == router)
+    target.connect(reason="read only: its side of the tunnels", raise_exceptions=False)
+    if not target.connected:
+        return [f"{router}: cannot be reached to check its side of {', '.join(alone)}'s tunnel"]
+    try:
+        found = checks.gather_router_side(target, plan, alone)
+    finally:
+        target.disconnect()
+    return checks.router_side(plan, alone, found, files[router][freebsd.PF_CONF])
 
 
 @deploy("Router")

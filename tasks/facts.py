@@ -17,7 +17,7 @@ from pyinfra.api import FactBase
 from typing_extensions import override
 
 from tasks import freebsd
-from tasks.plan import Route
+from tasks.plan import Route, Tunnel
 
 
 class Uname(FactBase):
@@ -231,6 +231,34 @@ def route_matches(route: Route, found: dict[str, str] | None) -> bool:
     if route.gateway is not None:
         return found.get("gateway") == str(route.gateway) and "REJECT" not in flags
     return found.get("interface") == route.interface and "GATEWAY" not in flags
+
+
+def peer_lookups(tunnel: Tunnel) -> list[tuple[str, int]]:
+    """(destination, fib) of a tunnel's far end's host route: in the tunnel's FIB, and in FIB 0
+    when that is another one. The kernel adds it in the FIB the interface had when the inner
+    pair was added (sys/netinet6/in6.c), and SIOCSIFFIB moves nothing (sys/net/if.c), so a
+    tunnel moved with ``ifconfig fib`` keeps it in the old FIB, where a ping cannot tell
+    (FIB 1's default route is the tunnel itself)."""
+    destination = f"{tunnel.peer}/128"
+    return [(destination, tunnel.fib)] + ([(destination, 0)] if tunnel.fib else [])
+
+
+def peer_route_problems(tunnel: Tunnel, routes: dict[Any, Any]) -> list[str]:
+    """What is wrong with the far end's host route (``routes`` holds ``peer_lookups``' answers):
+    the one place that judges it, for the tunnels operation and the checks alike."""
+    lookups = peer_lookups(tunnel)
+    planned = Route("", lookups[0][0], interface=tunnel.interface, fib=tunnel.fib)
+    problems = []
+    if not route_matches(planned, routes.get(lookups[0])):
+        problems.append(f"no route to {tunnel.peer} in FIB {tunnel.fib}")
+    for lookup in lookups[1:]:
+        stray = routes.get(lookup)
+        if stray is not None and stray.get("interface") == tunnel.interface:
+            problems.append(
+                f"its route to {tunnel.peer} is in FIB 0, planned FIB {tunnel.fib} (the tunnel "
+                "was moved without re-creating it: the deploy re-creates it)"
+            )
+    return problems
 
 
 def _same_destination(planned: str, found: dict[str, str]) -> bool:

@@ -32,6 +32,8 @@ from tasks.facts import (
     RouteLookup,
     ServiceRunning,
     SysctlValues,
+    peer_lookups,
+    peer_route_problems,
     route_matches,
 )
 from tasks.plan import Route, Tunnel
@@ -164,7 +166,7 @@ def tunnels(
             if tunnel.interface not in (deferred or ()):
                 commands.append(freebsd.netif_start(tunnel.interface))
             continue
-        if interface.fib != tunnel.fib:
+        if interface.fib != tunnel.fib or _misplaced(tunnel, interface):
             # SIOCSIFFIB only sets the FIB of what comes later: the routes of the addresses
             # it has stay in the old FIB. Re-create it from rc.conf, where `fib` comes first.
             commands += [freebsd.destroy(tunnel.interface), freebsd.netif_start(tunnel.interface)]
@@ -199,6 +201,19 @@ def tunnels(
         host.noop("every tunnel is as planned")
         return
     yield from _announce(commands)
+
+
+def _misplaced(tunnel: Tunnel, interface: Any) -> bool:
+    """A tunnel in its own FIB (a downstream's) whose inner pair is as planned but whose far
+    end's route is not in that FIB: it was moved there after its addresses were set."""
+    inner = (str(tunnel.address), str(tunnel.peer), 128)
+    if not tunnel.fib or inner not in [tuple(entry) for entry in interface.inet6]:
+        return False
+    found = {
+        (destination, fib): host.get_fact(RouteLookup, destination=destination, fib=fib)
+        for destination, fib in peer_lookups(tunnel)
+    }
+    return bool(peer_route_problems(tunnel, found))
 
 
 @operation()

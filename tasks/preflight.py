@@ -153,6 +153,12 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
                 'does not create it; set it up as README, "Jails", says and rerun'
             )
         problems += _ipv6_uplink_problems(downstream, found["ifconfig"], found["ipv6_default"])
+        if found["ipv6_default"] is None and not problems:
+            notes.append(
+                f"{name}: no IPv6 default route in FIB 0: answers to what reaches the "
+                "delegation through the tunnel are routed by FIB 0 before pf's reply-to sends "
+                "them back through it, so they are dropped (pings from the host still work)"
+            )
         if not default_deny_in_force(found["pf_status"], found["pf_rules"]):
             problems += _closing_problems(downstream, found["sockets"])
 
@@ -295,7 +301,7 @@ def _ipv6_uplink_problems(downstream: Any, ifconfig: dict[str, Any], default: An
     return []
 
 
-def _read(target: Any, fact: type, **kwargs: Any) -> Any:
+def read_fact(target: Any, fact: type, **kwargs: Any) -> Any:
     with ctx_host.use(target):
         return get_fact(state, target, fact, kwargs=kwargs)
 
@@ -303,24 +309,24 @@ def _read(target: Any, fact: type, **kwargs: Any) -> Any:
 def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
     """Every fact ``evaluate`` needs from host ``target``."""
     return {
-        "uname": _read(target, facts.Uname),
-        "sysctl": _read(target, facts.SysctlValues, names=("kern.securelevel", "net.fibs")),
-        "shell": _read(target, facts.LoginShell) or "",
-        "ssh_client": _read(target, facts.SshClient),
-        "modules": _read(target, facts.LoadedModules, modules=hp.modules),
-        "rc_conf_local": _read(target, FileContents, path=freebsd.RC_CONF_LOCAL),
-        "rc_conf": _read(target, facts.RcConfVariables),
-        "netif": _read(target, FileContents, path=freebsd.NETIF_CONF),
-        "routing": _read(target, FileContents, path=freebsd.ROUTING_CONF),
-        "ifconfig": _read(target, facts.Ifconfig),
+        "uname": read_fact(target, facts.Uname),
+        "sysctl": read_fact(target, facts.SysctlValues, names=("kern.securelevel", "net.fibs")),
+        "shell": read_fact(target, facts.LoginShell) or "",
+        "ssh_client": read_fact(target, facts.SshClient),
+        "modules": read_fact(target, facts.LoadedModules, modules=hp.modules),
+        "rc_conf_local": read_fact(target, FileContents, path=freebsd.RC_CONF_LOCAL),
+        "rc_conf": read_fact(target, facts.RcConfVariables),
+        "netif": read_fact(target, FileContents, path=freebsd.NETIF_CONF),
+        "routing": read_fact(target, FileContents, path=freebsd.ROUTING_CONF),
+        "ifconfig": read_fact(target, facts.Ifconfig),
         **(_downstream_facts(target) if hp.role == "downstream" else {}),
     }
 
 
 def _downstream_facts(target: Any) -> dict[str, Any]:
     return {
-        "ipv6_default": _read(target, facts.RouteLookup, destination="default", fib=0),
-        "pf_status": _read(target, facts.PfStatus),
-        "pf_rules": _read(target, facts.PfRules),
-        "sockets": _read(target, facts.ListeningSockets),
+        "ipv6_default": read_fact(target, facts.RouteLookup, destination="default", fib=0),
+        "pf_status": read_fact(target, facts.PfStatus),
+        "pf_rules": read_fact(target, facts.PfRules),
+        "sockets": read_fact(target, facts.ListeningSockets),
     }

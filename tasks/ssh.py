@@ -41,6 +41,14 @@ def _close(self: ProxyCommand) -> None:
             self.process.wait()
 
 
+def patch_proxy_command() -> None:
+    """paramiko's ProxyCommand without its two faults; its transport thread's traceback for a
+    failed handshake left out (pyinfra reports the failure in one line itself)."""
+    ProxyCommand.recv = _recv
+    ProxyCommand.close = _close
+    logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+
+
 class ConnectErrors(BaseStateCallback):
     """Say plainly which host could not be reached and that nothing was changed.
 
@@ -61,17 +69,27 @@ def install(state: Any) -> None:
     """Called from config.py, before pyinfra loads the inventory and connects.
 
     pyinfra clears its callback handlers when it initialises the state, after config.py ran,
-    so the handler is added right after that initialisation. paramiko's transport thread logs
-    a traceback for a failed handshake that pyinfra then reports in one line itself: keep only
-    pyinfra's line.
+    so the handler is added right after that initialisation.
     """
-    ProxyCommand.recv = _recv
-    ProxyCommand.close = _close
-    logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+    patch_proxy_command()
     initialise = state.init
 
     def init(*args: Any, **kwargs: Any) -> None:
         initialise(*args, **kwargs)
         state.add_callback_handler(ConnectErrors())
+        # Without -y pyinfra asks "One of more hosts failed to connect, continue?" (and, with no
+        # terminal, ends in EOFError): a host that failed, to connect or later, always ends the
+        # run here, before (or instead of) anything further changes.
+        state.should_raise_failed_hosts = _always_stop
 
     state.init = init
+    state.ownas_safety = True
+
+
+def _always_stop(state: Any) -> bool:
+    return True
+
+
+def in_force(state: Any) -> bool:
+    """Whether ``install`` ran for this run (config.py was read)."""
+    return getattr(state, "ownas_safety", False)

@@ -146,7 +146,7 @@ def test_a_tunnel_moved_into_its_fib_without_its_routes(plan):
     assert lines(plan, "vps01", routes=found["routes"]) == [
         "vps01: tunnel gif0 to router01: no route to 2a06:9801:1c:ffff::1 in FIB 1",
         "vps01: tunnel gif0 to router01: its route to 2a06:9801:1c:ffff::1 is in FIB 0, planned "
-        "FIB 1 (the tunnel was moved without re-creating it: the next deploy re-creates it)",
+        "FIB 1 (the tunnel was moved without re-creating it: the deploy re-creates it)",
     ]
 
 

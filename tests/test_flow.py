@@ -334,15 +334,20 @@ def test_a_module_that_securelevel_keeps_out_waits_for_a_reboot(lab: Lab) -> Non
     assert "gif0" in lab.world.hosts["router01"].interfaces
 
 
-def test_a_hand_built_tunnel_in_fib_0_is_re_created_in_its_fib(lab: Lab) -> None:
-    """Adopting a VPS whose gif0 was built by hand in FIB 0: ``ifconfig gif0 fib 1`` would
-    leave the far end's route in FIB 0 (SIOCSIFFIB moves no route), so the deploy re-creates
-    the tunnel from rc.conf, where ``fib 1`` comes before the addresses."""
+@pytest.mark.parametrize("fib", [0, 1])
+def test_a_hand_built_tunnel_is_re_created_in_its_fib(lab: Lab, fib: int) -> None:
+    """Adopting a VPS whose gif0 was built by hand in FIB 0, or moved to FIB 1 with
+    ``ifconfig gif0 fib 1`` after its addresses were set: the far end's route is in FIB 0
+    (SIOCSIFFIB moves no route), so the deploy re-creates the tunnel from rc.conf, where
+    ``fib 1`` comes before the addresses."""
 
     def hand_built(world: World) -> None:
+        world.hosts["vps01"].fibs = 2
         world.hosts["vps01"].interfaces["gif0"] = Iface(
             tunnel=["203.0.113.10", "198.51.100.10"],
             inet6=[["2a06:9801:1c:ffff::2", "2a06:9801:1c:ffff::1", 128]],
+            fib=fib,
+            route_fib=0,
             kind="gif",
         )
 
@@ -406,3 +411,32 @@ def test_a_first_default_deny_does_not_close_a_listening_port_unasked(lab: Lab) 
     result, _log = lab.deploy("-y")
     assert result.returncode == 0, result.stderr
     assert any("port 8080" in rule for rule in lab.world.hosts["vps01"].pf_loaded)
+
+
+def test_a_downstream_alone_needs_its_router_to_run_its_side_already(lab: Lab) -> None:
+    """``--limit vps01`` reads the router (read-only) and refuses while the router does not
+    run vps01's tunnel, route and pf as planned: both ends would disagree."""
+    result, log = lab.deploy("-y", "--limit", "@fake/vps01")
+    assert result.returncode == 1
+    assert (
+        "vps01: router01 does not run its side of the tunnel yet (tunnel gif0 to vps01: does "
+        "not exist; route 2a06:9801:1c:1000::/64 2a06:9801:1c:ffff::2: not as planned; "
+        "/etc/pf.conf is not the planned one; pf is not enabled): deploy router01 first "
+        "(without --limit, or --limit router01)" in result.stderr
+    )
+    assert actions(log) == []
+    assert lab.deploy("-y")[0].returncode == 0
+    result, log = lab.deploy("-y", "--limit", "@fake/vps01")
+    assert result.returncode == 0, result.stderr
+    assert actions(log) == []
+    # The VPS moved, but only vps01 is deployed: the router's gif0 still names the old address.
+    host(lab.ref, "vps01")["ssh_hostname"] = "203.0.113.99"
+    lab.edit_world(
+        lambda w: w.hosts["vps01"].interfaces["vtnet0"].inet.__setitem__(0, "203.0.113.99")
+    )
+    result, log = lab.deploy("-y", "--limit", "@fake/vps01")
+    assert result.returncode == 1
+    assert "endpoints are 198.51.100.10 -> 203.0.113.10, planned 198.51.100.10 -> 203.0.113.99" in (
+        result.stderr
+    )
+    assert actions(log) == []

@@ -392,6 +392,81 @@ def lab_processes(lab: Lab) -> set[int]:
     return pids
 
 
+@pytest.mark.parametrize(
+    ("how", "args", "stdin"),
+    [
+        ("from another directory", ("-y",), None),
+        ("without -y, no terminal", (), subprocess.DEVNULL),
+        ("without -y, Enter pressed", (), "\n\n\n"),
+    ],
+)
+def test_an_unreachable_host_stops_every_kind_of_run_before_any_change(
+    lab: Lab, inventory: Path, tmp_path: Path, how: str, args: tuple[str, ...], stdin: Any
+) -> None:
+    """Started from elsewhere (pyinfra reads config.py from the current directory only; then
+    pyinfra goes on with the hosts it reached), or interactively (pyinfra asks whether to go
+    on without an unreachable host): nothing on any host changes, and the output says why in
+    one line, without a traceback."""
+    elsewhere = how == "from another directory"
+    lab.stop_sshd("vps01")
+    hashes = files(lab)
+    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
+    command = [sys.executable, "-m", "pyinfra", str(lab.inventory), str(ROOT / "deploy.py")]
+    try:
+        result = subprocess.run(
+            [*command, *args],
+            cwd=tmp_path if elsewhere else ROOT,
+            **({"input": stdin} if isinstance(stdin, str) else {"stdin": stdin}),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        lab.up(inventory)  # sshd back
+    text = output(result)
+    assert result.returncode == 1, text
+    for host, count in counts.items():
+        assert actions(log(lab, host)[count:]) == [], host
+    assert files(lab) == hashes
+    assert "EOFError" not in text and "internal exception" not in text
+    assert "continue?" not in text
+    if elsewhere:
+        assert (
+            f"ownas's config.py was not read (pyinfra reads it from the current directory "
+            f"only), so nothing would stop a half-done run: cd {ROOT} and run pyinfra from "
+            "there" in text
+        )
+    else:
+        assert "vps01: cannot connect over SSH" in text
+    assert "Traceback" not in text
+
+
+def test_a_downstream_alone_waits_for_its_router(lab: Lab, inventory: Path) -> None:
+    """``--limit vps01`` while router01 runs an older pf.conf (a new trusted source is not
+    deployed to it yet): router01 is read, not changed, and vps01 is not touched."""
+    group = inventory.parent / "group_data" / "all.py"
+    original = group.read_text()
+    edit(group, '"198.51.100.101",', '"198.51.100.101",\n    "198.51.100.102",')
+    hashes = files(lab)
+    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
+    try:
+        result = deploy(lab, "-y", "--limit", "vps01")
+    finally:
+        group.write_text(original)
+    text = output(result)
+    assert result.returncode == 1, text
+    assert (
+        "vps01: router01 does not run its side of the tunnel yet (/etc/pf.conf is not the "
+        "planned one): deploy router01 first (without --limit, or --limit router01)" in text
+    )
+    for host, count in counts.items():
+        assert actions(log(lab, host)[count:]) == [], host
+    assert files(lab) == hashes
+    # With the router as planned, vps01 alone is deployed (nothing to change).
+    result = deploy(lab, "-y", "--limit", "vps01")
+    assert result.returncode == 0, output(result)
+
+
 def test_another_lab_is_never_touched(lab: Lab, inventory: Path, tmp_path: Path) -> None:
     """A lab's namespaces are taken: a second lab refuses to start on them and removes
     nothing. `down` removes only what a lab's lab.json says it made, whatever the prefix (once

@@ -66,6 +66,8 @@ def test_a_downstream_denies_inbound_by_default(ref, plan_for):
     assert passes == [
         "pass in quick on $tun_if reply-to ($tun_if $router_inner) inet6 proto icmp6 to $bgp_net "
         "icmp6-type { unreach, toobig, timex, paramprob, echoreq } keep state",
+        "pass in quick on $tun_if reply-to ($tun_if $router_inner) inet6 proto tcp from "
+        "<trusted_ipv6> to $host_v6 port 22 keep state",
         "pass in quick inet6 proto icmp6 to (self) icmp6-type { unreach, toobig, timex, "
         "paramprob, echoreq, neighbrsol, neighbradv } keep state",
         "pass in quick inet6 proto icmp6 to ff02::/16 icmp6-type { neighbrsol, neighbradv, "
@@ -88,7 +90,7 @@ def test_services_open_exactly_their_ports(ref, plan_for):
         {"proto": "tcp", "port": 8080, "to": "203.0.113.10", "from": ["192.0.2.1", "192.0.2.2"]},
     ]
     lines = rules(pf_conf(plan_for(ref), "vps01"))
-    services = [line for line in lines if " port " in line and " 22 " not in line]
+    services = [line for line in lines if " port " in line and "port 22 " not in line]
     assert services == [
         # through the tunnel first, with reply-to: the host's own delegation address, a jail's
         "pass in quick on $tun_if reply-to ($tun_if $router_inner) inet6 proto tcp to $host_v6 "

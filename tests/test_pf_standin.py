@@ -25,7 +25,10 @@ def test_rtable_needs_the_fib():
 def test_routing_effects_are_read():
     ruleset = parse((GOLDEN / "vps01/etc/pf.conf").read_text(), fibs=2)
     assert ruleset.rtables == [("2a06:9801:1c:1000::/64", "bastille0", 1)]
-    assert [(d, i) for d, i, _gw in ruleset.reply_to] == [("2a06:9801:1c:1000::/64", "gif0")]
+    assert [(d, i) for d, i, _gw in ruleset.reply_to] == [
+        ("2a06:9801:1c:1000::/64", "gif0"),  # ICMPv6 to the delegation
+        ("2a06:9801:1c:1000::1", "gif0"),  # SSH to the host's own address there
+    ]
 
 
 BASE = 'ext_if = "vtnet0"\nset skip on lo0\n'

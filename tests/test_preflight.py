@@ -56,9 +56,18 @@ def verdict(plan: Plan, name: str, **changes: Any):
 
 
 def test_a_healthy_host_passes(plan):
+    default = {"gateway": "fe80::1%vtnet0", "interface": "vtnet0", "flags": "UP,GATEWAY,DONE"}
     for name in ("router01", "vps01"):
-        result = verdict(plan, name)
+        result = verdict(plan, name, **({"ipv6_default": default} if name == "vps01" else {}))
         assert result.problems == () and result.notes == ()
+
+
+def test_a_downstream_without_an_ipv6_default_route_is_warned(plan):
+    assert verdict(plan, "vps01").notes == (
+        "vps01: no IPv6 default route in FIB 0: answers to what reaches the delegation through "
+        "the tunnel are routed by FIB 0 before pf's reply-to sends them back through it, so "
+        "they are dropped (pings from the host still work)",
+    )
 
 
 def test_freebsd_13_is_refused(plan):
