@@ -32,6 +32,8 @@ VTYSH_CONF = f"{FRR_CONFDIR}/vtysh.conf"
 FRR_RUNDIR = "/var/run/frr"
 FRR_RELOAD = "/usr/local/sbin/frr-reload.py"
 PF_CONF = "/etc/pf.conf"
+# rc.d/pf loads it when PF_CONF fails to load at boot (pf_fallback, FreeBSD 14.0 and later).
+PF_FALLBACK = "/etc/pf-fallback.conf"
 RC_CONF_LOCAL = "/etc/rc.conf.local"
 NETIF_CONF = "/etc/rc.conf.d/netif"
 ROUTING_CONF = "/etc/rc.conf.d/routing"
@@ -165,7 +167,7 @@ def make_parent(path: str) -> str:
 def validator(path: str) -> str | None:
     """The command that checks a staged ``path`` on the target, by the kind of file it is."""
     new = q(staged(path))
-    if path == PF_CONF:
+    if path in (PF_CONF, PF_FALLBACK):
         return f"pfctl -nf {new}"
     if path in (FRR_CONF, VTYSH_CONF):
         return f"vtysh --dryrun -f {new}"

@@ -36,6 +36,7 @@ COMMON_FILES = (
     "/etc/rc.conf.d/pf",
     "/etc/rc.conf.d/pflog",
     freebsd.PF_CONF,
+    freebsd.PF_FALLBACK,
 )
 ROUTER_FILES = (
     "/etc/rc.conf.d/frr",

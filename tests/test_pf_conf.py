@@ -125,3 +125,23 @@ def test_router_advertisements_pass_only_where_the_uplink_uses_them(ref, plan_fo
     host(ref, "vps01")["wan_ipv6_gateway"] = "ra"
     icmp6 = [line for line in pf_conf(plan_for(ref), "vps01") if "routeradv" in line]
     assert len(icmp6) == 2  # unicast to the host, and to all-nodes (ff02::1)
+
+
+def test_the_boot_fallback_lets_in_ssh_from_the_trusted_sources_and_nothing_else(ref, plan_for):
+    """rc.d/pf loads /etc/pf-fallback.conf when /etc/pf.conf fails at boot; without it pf
+    would run with no rules at all (pass everything) after its flush."""
+    plan = plan_for(ref)
+    for name in ("router01", "vps01"):
+        files = render_host(plan, name)
+        assert 'pf_fallback_rules_enable="YES"' in files["/etc/rc.conf.d/pf"]
+        assert 'pf_fallback_rules_file="/etc/pf-fallback.conf"' in files["/etc/rc.conf.d/pf"]
+        text = files["/etc/pf-fallback.conf"]
+        lines = rules([line for line in text.splitlines() if line and line[0] != "#"])
+        parse(text, "/etc/pf-fallback.conf", fibs=1)
+        passes = [line for line in lines if line.startswith("pass in")]
+        assert lines[0] == "block in log all"
+        assert all("icmp" in line or "port 22 no state" in line for line in passes), passes
+        assert [line for line in passes if "port 22" in line] == [
+            "pass in quick inet proto tcp from <trusted_ipv4> to (self) port 22 no state",
+            "pass in quick inet6 proto tcp from <trusted_ipv6> to (self) port 22 no state",
+        ]

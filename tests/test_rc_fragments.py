@@ -107,7 +107,12 @@ ROUTER = {
         "ipv6_route_dcgw01": "2a06:9801:1c:2000::/62 2a06:9801:1c:ffff::4",
     },
     "etc/rc.conf.d/kld": {"kld_list": " if_gre pf pflog"},
-    "etc/rc.conf.d/pf": {"pf_enable": "YES", "pf_rules": "/etc/pf.conf"},
+    "etc/rc.conf.d/pf": {
+        "pf_enable": "YES",
+        "pf_rules": "/etc/pf.conf",
+        "pf_fallback_rules_enable": "YES",
+        "pf_fallback_rules_file": "/etc/pf-fallback.conf",
+    },
     "etc/rc.conf.d/pflog": {"pflog_enable": "YES"},
     "etc/rc.conf.d/frr": {"frr_enable": "YES", "frr_daemons": "mgmtd zebra staticd bgpd"},
     "etc/rc.conf.d/securelevel": {"kern_securelevel_enable": "YES", "kern_securelevel": "2"},
@@ -129,7 +134,12 @@ VPS = {
         "ipv6_route_fib1delegate": "2a06:9801:1c:1000::/64 -interface bastille0 -fib 1",
     },
     "etc/rc.conf.d/kld": {"kld_list": " if_bridge if_epair pf pflog"},
-    "etc/rc.conf.d/pf": {"pf_enable": "YES", "pf_rules": "/etc/pf.conf"},
+    "etc/rc.conf.d/pf": {
+        "pf_enable": "YES",
+        "pf_rules": "/etc/pf.conf",
+        "pf_fallback_rules_enable": "YES",
+        "pf_fallback_rules_file": "/etc/pf-fallback.conf",
+    },
     "etc/rc.conf.d/pflog": {"pflog_enable": "YES"},
 }
 
