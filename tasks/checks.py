@@ -26,6 +26,8 @@ class Finding:
     line: str
     waitable: bool = False  # may resolve by waiting (a session, a ping)
     warning: bool = False  # reported, but does not fail the run
+    # Fails the run, but the change needs it (a reboot): the host is not rolled back.
+    expected: bool = False
 
 
 def _tunnel(name: str, tunnel: Tunnel, interface: Any) -> list[Finding]:
@@ -82,7 +84,8 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
         findings.append(
             Finding(
                 f"{name}: reboot: {', '.join(pre.needs_reboot)} can only load at boot at "
-                f"securelevel {pre.securelevel}"
+                f"securelevel {pre.securelevel}",
+                expected=True,
             )
         )
     for tunnel in hp.tunnels:

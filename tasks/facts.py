@@ -106,6 +106,15 @@ class ReloadPending(_Flag):
         return freebsd.pending_check(path)
 
 
+class Exists(_Flag):
+    """Whether ``path`` exists."""
+
+    word = "yes"
+
+    def command(self, path: str) -> str:
+        return freebsd.exists(path)
+
+
 class ServiceRunning(_Flag):
     """Whether ``service NAME status`` says the service runs."""
 

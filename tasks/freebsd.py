@@ -155,6 +155,10 @@ def pending(path: str) -> str:
     return path + PENDING
 
 
+def exists(path: str) -> str:
+    return f"test -e {q(path)} && echo yes; true"
+
+
 def pending_check(path: str) -> str:
     return f"test -e {q(pending(path))} && echo pending; true"
 
@@ -283,6 +287,52 @@ def route_delete(destination: str, fib: int) -> str:
     return f"route -6 delete {destination}{fib_args}"
 
 
+# --- putting the previous files back (rollback) --------------------------------------------
+#
+# The deploy records which files it installs (RUN); when a host's checks fail after its
+# changes, the restore script (templates/usr/local/libexec/ownas-restore.j2, rendered with the
+# values below) puts their previous versions back and re-applies them in the deploy's order,
+# with the same commands as the reloads here; a host that converged has the record removed.
+
+RESTORE_SCRIPT = "/usr/local/libexec/ownas-restore"
+RUN = "/var/db/ownas/run"
+RESTORED = "/var/db/ownas/restored"
+
+
+def record_run(paths: Iterable[str]) -> str:
+    """Write RUN: each path the install is about to replace, and whether it exists now."""
+    lines = "; ".join(
+        f"if [ -e {q(p)} ]; then echo {q(p)} existed; else echo {q(p)} new; fi" for p in paths
+    )
+    return f"mkdir -p {q(RUN.rsplit('/', 1)[0])} && {{ {lines}; }} > {q(RUN)}"
+
+
+def restore_now() -> str:
+    return f"/bin/sh {RESTORE_SCRIPT}"
+
+
+def confirm_run() -> str:
+    """The host converged: nothing of this run is to be put back any more, and an earlier
+    restore has been reported (by the pre-flight)."""
+    return f"rm -f {q(RUN)} {q(RESTORED)}"
+
+
+def restore_context() -> dict[str, str]:
+    """What the restore script is rendered with."""
+    return {
+        "script": RESTORE_SCRIPT,
+        "run": RUN,
+        "restored": RESTORED,
+        "previous": PREVIOUS,
+        "netif": NETIF_CONF,
+        "routing": ROUTING_CONF,
+        "pf_conf": PF_CONF,
+        "pf_load": f"pfctl -f {q(PF_CONF)} && rm -f {q(pending(PF_CONF))}",
+        "frr_conf": FRR_CONF,
+        "frr_load": f"{_FRR_RELOAD} {q(FRR_CONF)}",
+    }
+
+
 def pf_reload() -> str:
     """Load /etc/pf.conf (states kept); if that fails, put the previous file back and say so."""
     conf, prev, mark = q(PF_CONF), q(previous(PF_CONF)), q(pending(PF_CONF))
@@ -301,6 +351,9 @@ def service_start(name: str) -> str:
     return f"service {q(name)} start"
 
 
+_FRR_RELOAD = f"{FRR_RELOAD} --reload --confdir {FRR_CONFDIR} --rundir {FRR_RUNDIR}"
+
+
 def frr_reload() -> str:
     """Apply frr.conf's difference to the running FRR; on failure reload the previous file.
 
@@ -309,7 +362,7 @@ def frr_reload() -> str:
     without it ``service frr reload`` only prints a hint and exits 0, so it is checked here.
     """
     conf, prev = q(FRR_CONF), q(previous(FRR_CONF))
-    reload = f"{FRR_RELOAD} --reload --confdir {FRR_CONFDIR} --rundir {FRR_RUNDIR}"
+    reload = _FRR_RELOAD
     return (
         f"test -x {FRR_RELOAD} || {{ echo '{FRR_RELOAD} is missing: install frr10-pythontools' "
         f">&2; exit 1; }}; "

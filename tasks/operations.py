@@ -16,12 +16,13 @@ from typing import Any, Protocol
 import gevent
 from netaddr import IPAddress, IPNetwork
 from pyinfra import host, logger, state
-from pyinfra.api import FileUploadCommand, FunctionCommand, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations.util.files import generate_color_diff
 
 from tasks import freebsd
 from tasks.facts import (
+    Exists,
     FrrPending,
     Ifconfig,
     LoadedModules,
@@ -89,6 +90,8 @@ def install(files: dict[str, str]):
     if not changed:
         host.noop("every file is up to date")
         return
+    # What this run replaces, so that a host whose checks then fail can put it back.
+    yield freebsd.record_run(changed)
     for path in changed:
         yield freebsd.install(path)
 
@@ -300,6 +303,7 @@ class Finding(Protocol):
     line: str
     waitable: bool
     warning: bool
+    expected: bool
 
 
 @operation()
@@ -313,9 +317,7 @@ def converged(check: Callable[[], list[Finding]], timeout: int, interval: float 
         host.noop("checked after the changes are applied")
         return
     findings, waited = _poll(check, timeout, interval)
-    failures = [f.line for f in findings if not f.warning]
-    for finding in findings:
-        _say(finding.line, logger.warning if finding.warning else logger.error)
+    failures = _report(findings)
     if failures:
         if any(f.waitable for f in findings if not f.warning):
             message = f"{len(failures)} check(s) did not converge within {timeout} s"
@@ -323,14 +325,54 @@ def converged(check: Callable[[], list[Finding]], timeout: int, interval: float 
             message = (
                 f"{len(failures)} check(s) failed that waiting cannot fix (after {waited:.0f} s)"
             )
-        yield FunctionCommand(_fail, (message,), {})
+        # A host that waits for a reboot is half-way by design (what the reboot loads is
+        # missing until then): putting its files back would undo what the reboot needs.
+        if not any(f.expected for f in findings):
+            yield FunctionCommand(_roll_back, (message, check, timeout, interval), {})
+        else:
+            yield FunctionCommand(_fail, (message,), {})
+        return
+    if host.get_fact(Exists, path=freebsd.RUN) or host.get_fact(Exists, path=freebsd.RESTORED):
+        yield freebsd.confirm_run()  # converged: nothing of this run is to be put back
         return
     host.noop("converged")
+
+
+def _report(findings: list[Finding]) -> list[str]:
+    """Say every finding (warnings as warnings); return the lines that fail the host."""
+    for finding in findings:
+        _say(finding.line, logger.warning if finding.warning else logger.error)
+    return [f.line for f in findings if not f.warning]
 
 
 def _fail(state: Any, host: Any, message: str) -> bool:
     """Fail the host with ``message`` (a function command returning False: no traceback)."""
     _say(message, logger.error)
+    return False
+
+
+def _roll_back(
+    state: Any,
+    host: Any,
+    message: str,
+    check: Callable[[], list[Finding]],
+    timeout: int,
+    interval: float,
+) -> bool:
+    """Fail the host (a function command returning False: no traceback), after putting back
+    the files this run installed and re-applying them, then checking again."""
+    _say(message, logger.error)
+    ok, output = host.run_shell_command(StringCommand(freebsd.restore_now()))
+    restored = [line for line in output.stdout_lines if line.startswith("restored")]
+    if not ok or not restored:
+        _say("nothing of this run was put back (it installed no file)", logger.error)
+        return False
+    _say(f"{restored[-1]} (the previous files, re-applied in order): checking again", logger.error)
+    findings, _waited = _poll(check, timeout, interval)
+    if _report(findings):
+        _say("the previous configuration is back but does not converge either", logger.error)
+    else:
+        _say("the previous configuration is back and converged", logger.error)
     return False
 
 

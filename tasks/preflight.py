@@ -103,6 +103,10 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
     problems: list[str] = []
     notes: list[str] = []
 
+    if found.get("restored"):
+        # First, before anything else: an earlier run's change was put back on this host.
+        when, _, what = found["restored"][0].partition(" ")
+        notes.append(f"{name}: restored itself at {when}: {what.removeprefix('restored ')}")
     uname = found["uname"]
     if uname["system"] != "FreeBSD" or uname["major"] < MIN_MAJOR:
         problems.append(
@@ -318,6 +322,7 @@ def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
         "rc_conf": read_fact(target, facts.RcConfVariables),
         "netif": read_fact(target, FileContents, path=freebsd.NETIF_CONF),
         "routing": read_fact(target, FileContents, path=freebsd.ROUTING_CONF),
+        "restored": read_fact(target, FileContents, path=freebsd.RESTORED),
         "ifconfig": read_fact(target, facts.Ifconfig),
         **(_downstream_facts(target) if hp.role == "downstream" else {}),
     }

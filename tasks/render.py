@@ -37,6 +37,7 @@ COMMON_FILES = (
     "/etc/rc.conf.d/pflog",
     freebsd.PF_CONF,
     freebsd.PF_FALLBACK,
+    freebsd.RESTORE_SCRIPT,
 )
 ROUTER_FILES = (
     "/etc/rc.conf.d/frr",
@@ -164,6 +165,7 @@ def _context(plan: Plan, host: HostPlan) -> dict[str, Any]:
         "router": network.router,
         "host": host,
         "bogons": fields.bogons(),
+        "restore": freebsd.restore_context(),
     }
     if host.role == "router":
         context["bogon_filter"] = bogon_filter(network)

@@ -395,6 +395,44 @@ class Machine:
             self.host.files[marker] = ""
         return self.ok()
 
+    def record_run(self, tests):
+        """freebsd.record_run: which of the paths exist now."""
+        paths = re.findall(r"if \[ -e (\S+) \]", tests)
+        lines = [f"{p} {'existed' if p in self.host.files else 'new'}" for p in paths]
+        self.host.files["/var/db/ownas/run"] = "".join(line + "\n" for line in lines)
+        return self.ok()
+
+    def exists(self, path):
+        return self.ok("yes" if path in self.host.files else "")
+
+    def remove(self, *paths):
+        for path in paths:
+            self.host.files.pop(path, None)
+        return self.ok()
+
+    def restore(self):
+        """The restore script, as far as this model goes: the recorded files put back, pf and
+        FRR given them again (tunnels and routes are re-applied by the real script in the lab)."""
+        run = self.host.files.pop("/var/db/ownas/run", None)
+        if run is None:
+            return self.ok()
+        restored = []
+        for line in run.splitlines():
+            path, how = line.split()
+            previous = self.host.files.pop(path + ".ownas-prev", None)
+            if how == "existed" and previous is not None:
+                self.host.files[path] = previous
+            else:
+                self.host.files.pop(path, None)
+            restored.append(path)
+        if "/etc/pf.conf" in restored:
+            self.host.pf_loaded = pf_rules(self.host.files.get("/etc/pf.conf", ""), self.host.fibs)
+        if "/usr/local/etc/frr/frr.conf" in restored and self.host.frr_running:
+            self.host.frr_running = self.host.files.get("/usr/local/etc/frr/frr.conf", "")
+        stamp = "2026-12-03T07:00:00Z"
+        self.host.files["/var/db/ownas/restored"] = f"{stamp} restored {' '.join(restored)}\n"
+        return self.ok("restored " + " ".join(restored))
+
     def pending(self, marker):
         return self.ok("pending" if marker in self.host.files else "")
 
@@ -616,6 +654,10 @@ HANDLERS: list[tuple[str, Any]] = [
         Machine.install,
     ),
     (r"test -e (\S+\.ownas-pending) && echo pending; true", Machine.pending),
+    (r"test -e (\S+) && echo yes; true", Machine.exists),
+    (r"mkdir -p /var/db/ownas && \{ (.*) \} > /var/db/ownas/run", Machine.record_run),
+    (r"rm -f (/var/db/ownas/run) (/var/db/ownas/restored)", Machine.remove),
+    (r"/bin/sh /usr/local/libexec/ownas-restore", Machine.restore),
     (r"kldload -n (\S+)", Machine.kldload),
     (r"sysctl net\.fibs=(\d+)", Machine.sysctl_set),
     (r"sysctl (net\.inet6?\.ip6?\.(?:forwarding|rfc6204w3))=([01])", Machine.sysctl_forwarding),

@@ -23,7 +23,7 @@ from tests.inventories import ROOT, host, upstream, write
 # Commands that only read state; everything else a host runs is an action.
 READS = re.compile(
     r"^(uname -sr|sysctl -n |getent passwd|echo \"\$SSH_CLIENT\"|for m in |\( test -e |"
-    r"test -e .* (sha256sum|&& echo pending)|env -i /bin/sh|ifconfig$|route -n -6 get|"
+    r"test -e .* (sha256sum|&& echo (pending|yes))|env -i /bin/sh|ifconfig$|route -n -6 get|"
     r"pfctl -s info|pfctl -sr|pfctl -nvf|sockstat |service \w+ status|pkg info|vtysh -c 'show|"
     r"/usr/local/sbin/frr-reload\.py --test .*/frr\.conf$|(setfib \d+ )?ping )"
 )
@@ -253,7 +253,7 @@ def test_moving_a_vps_touches_its_tunnel_and_the_firewalls_only(lab: Lab) -> Non
     reloads = [
         c
         for c in actions(log)
-        if not re.match(r"upload|sh -n|pfctl -nf \S+new|vtysh|if \[|mkdir", c)
+        if not re.match(r"upload|sh -n|pfctl -nf \S+new|vtysh|if \[|mkdir|rm -f /var/db", c)
     ]
     assert [c for c in reloads if "pfctl" not in c] == [
         "ifconfig gif0 tunnel 198.51.100.10 203.0.113.99",
@@ -293,6 +293,47 @@ def test_a_router_that_does_not_converge_stops_before_any_downstream(lab: Lab) -
         in result.stderr
     )
     assert actions(log, "vps01") == []
+    # What this first run installed is taken away again (there was nothing before it).
+    assert "/bin/sh /usr/local/libexec/ownas-restore" in actions(log, "router01")
+    assert "restored /etc/rc.conf.local" in result.stderr
+    assert "/usr/local/etc/frr/frr.conf" not in lab.world.hosts["router01"].files
+
+
+def test_a_change_that_breaks_a_session_is_rolled_back_by_the_same_run(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    before = lab.world.hosts["router01"].files["/usr/local/etc/frr/frr.conf"]
+    upstream(lab.ref, "lagrange")["prepend"] = 3
+    lab.edit_world(lambda w: w.upstreams_down.append("2001:db8:100::ff"))  # ...and it drops
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "] 1 check(s) did not converge within 0 s" in result.stderr
+    assert (
+        "] restored /usr/local/etc/frr/frr.conf (the previous files, re-applied in order): "
+        "checking again" in result.stderr
+    )
+    assert "the previous configuration is back but does not converge either" in result.stderr
+    router = lab.world.hosts["router01"]
+    assert router.files["/usr/local/etc/frr/frr.conf"] == before == router.frr_running
+    assert "/var/db/ownas/run" not in router.files
+    assert actions(log, "vps01") == []
+    # The next run says so first; once it converges, the record is gone.
+    lab.edit_world(lambda w: w.upstreams_down.clear())
+    upstream(lab.ref, "lagrange")["prepend"] = 2
+    result, _log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "router01: restored itself at 2026-12-03T07:00:00Z: /usr/local/etc/frr/frr.conf"
+        in result.stderr.split("Starting operation")[0]
+    )
+    assert "/var/db/ownas/restored" not in lab.world.hosts["router01"].files
+
+
+def test_a_converged_run_leaves_nothing_to_restore(lab: Lab) -> None:
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    for name in ("router01", "vps01"):
+        assert "/var/db/ownas/run" not in lab.world.hosts[name].files
+        assert "rm -f /var/db/ownas/run /var/db/ownas/restored" in actions(log, name)
 
 
 def test_a_preflight_problem_on_any_host_changes_nothing_anywhere(lab: Lab) -> None:

@@ -467,6 +467,40 @@ def test_a_downstream_alone_waits_for_its_router(lab: Lab, inventory: Path) -> N
     assert result.returncode == 0, output(result)
 
 
+def test_a_change_that_breaks_a_session_is_rolled_back(lab: Lab, inventory: Path) -> None:
+    """A wrong upstream ASN: the session cannot come up, so after check_timeout the run puts
+    the previous frr.conf back (the real restore script, under /bin/sh), reloads it, sees the
+    session Established again, and ends with exit status 1. vps01 is never touched."""
+    routers = inventory.parent / "group_data" / "routers.py"
+    group = inventory.parent / "group_data" / "all.py"
+    originals = {path: path.read_text() for path in (routers, group)}
+    edit(routers, '"asn": 209735,', '"asn": 209736,')
+    group.write_text(originals[group] + "\ncheck_timeout = 30\n")
+    frr_conf = lab.host_dir("router01") / "root/usr-local/etc/frr/frr.conf"
+    before_conf = frr_conf.read_text()
+    ifog = established(status.gather(lab))["ifog"]
+    vps = len(log(lab, "vps01"))
+    try:
+        result = deploy(lab, "-y")
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "router01: BGP lagrange (2001:db8:100::ff, AS209736): " in text
+    assert "restored /usr/local/etc/frr/frr.conf (the previous files, re-applied in order)" in (
+        text
+    )
+    assert "the previous configuration is back and converged" in text
+    assert frr_conf.read_text() == before_conf
+    assert not (lab.host_dir("router01") / "root/var-db/ownas/run").exists()
+    restored = (lab.host_dir("router01") / "root/var-db/ownas/restored").read_text()
+    assert restored.split(" ", 1)[1] == "restored /usr/local/etc/frr/frr.conf\n"
+    found = established(status.gather(lab))  # every session Established again
+    assert found["ifog"] == ifog  # the other session was not reset
+    assert actions(log(lab, "vps01")[vps:]) == []
+
+
 def test_another_lab_is_never_touched(lab: Lab, inventory: Path, tmp_path: Path) -> None:
     """A lab's namespaces are taken: a second lab refuses to start on them and removes
     nothing. `down` removes only what a lab's lab.json says it made, whatever the prefix (once

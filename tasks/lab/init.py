@@ -1,10 +1,10 @@
 """PID 1 of a lab namespace: mount the host's own files, then reap every process until stopped.
 
 Started by the lab as ``unshare --pid --kill-child --mount --uts`` inside the host's network
-namespace, so each lab host has its own /etc, /usr/local, /boot and /run/frr, its own hostname, a
-process tree the lab ends at once: stopping this process ends every process in the namespace
-(sshd, the sessions pyinfra opens, FRR or BIRD). Being PID 1, it also reaps the daemons that
-double-fork away from their parent, so none is left a zombie.
+namespace, so each lab host has its own /etc, /usr/local, /boot, /var/db and /run/frr, its own
+hostname, a process tree the lab ends at once: stopping this process ends every process in the
+namespace (sshd, the sessions pyinfra opens, FRR or BIRD). Being PID 1, it also reaps the
+daemons that double-fork away from their parent, so none is left a zombie.
 """
 
 from __future__ import annotations

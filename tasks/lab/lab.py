@@ -2,7 +2,7 @@
 openssh-server, socat).
 
 Every managed host is a network namespace with its own mount, UTS and PID namespaces (see
-tasks.lab.init): its own /etc (a copy of this machine's, root's shell /bin/sh), /usr/local,
+tasks.lab.init): its own /etc (a copy of this machine's, root's shell /bin/sh), /usr/local, /var/db,
 /boot and /run, and sshd listening on the trusted controller address, reached through
 ``socat`` as an SSH ProxyCommand, so the root namespace gets no address. FreeBSD's commands are
 stand-ins on PATH (tasks.lab.standin). Every upstream is a namespace running BIRD 2 with the
@@ -56,6 +56,7 @@ STANDINS = (
     "uname",
 )
 RELEASE = "14.3-RELEASE"
+VAR_DB = "/var/db"
 INITIAL_MODULES = ("if_gif",)  # in GENERIC
 PROGRAMS = ("ip", "unshare", "nsenter", "socat", "bird", "birdc", "vtysh", "ssh-keygen")
 
@@ -188,6 +189,11 @@ class Lab:
             "topology": asdict(topology),
             "made": [],  # the namespaces this lab created: all that `down` may remove
         }
+        if not Path(VAR_DB).exists():
+            # FreeBSD's /var/db (ownas's record of a run) is each lab host's own, bound over
+            # an empty mount point that Debian does not have: made here, removed by `down`.
+            Path(VAR_DB).mkdir(mode=0o755)
+            state["made_var_db"] = True
         self._save(state)
         for name in names:
             _run(["ip", "netns", "add", self.namespace(name)])
@@ -360,7 +366,7 @@ class Lab:
         """A managed host: a fresh FreeBSD as far as the deploy can tell, with sshd running."""
         directory = self.host_dir(name)
         root = directory / "root"
-        for sub in ("etc", "usr-local", "boot"):
+        for sub in ("etc", "usr-local", "boot", "var-db"):
             (root / sub).mkdir(parents=True)
         _run(["cp", "-a", "/etc/.", str(root / "etc")])
         passwd = root / "etc/passwd"
@@ -393,6 +399,7 @@ class Lab:
             [str(root / "etc"), "/etc"],
             [str(root / "usr-local"), "/usr/local"],
             [str(root / "boot"), "/boot"],
+            [str(root / "var-db"), VAR_DB],
         ]
         state["inits"][name] = self._init(
             name,
@@ -556,5 +563,8 @@ class Lab:
         left = [n for n in _netns_names() if n in made]
         if left:
             raise LabError(f"namespaces {', '.join(left)} could not be removed")
+        if state.get("made_var_db"):
+            with contextlib.suppress(OSError):  # another lab's hosts may still use it
+                Path(VAR_DB).rmdir()
         shutil.rmtree(self.dir)
         return namespaces
