@@ -27,3 +27,8 @@ unmanaged_downstreams = [
         "delegate": "2a06:9801:1c:2000::/62",
     },
 ]
+
+# A host that a run changed puts its previous files back by itself unless the run reaches it
+# again over a new SSH connection within check_timeout (default 180) + this many seconds.
+# 0 turns that off: a change that locks you out would then stay (README, "What protects you").
+confirm_timeout = 120

@@ -277,22 +277,25 @@ def router_side(plan: Plan, names: list[str], found: dict[str, Any], pf_conf: st
 
 
 def gather_router_side(target: Any, plan: Plan, names: list[str]) -> dict[str, Any]:
-    """What ``router_side`` reads from the router, read-only."""
+    """What ``router_side`` reads from the router, read-only (a failed read does not make the
+    router a failed host of this run: it is not one of its hosts)."""
     hp = plan.host(plan.router.name)
     tunnels = [plan.tunnel_to(plan.network.downstream(name)) for name in names]
     lookups = [(r.destination, r.fib) for r in hp.routes]
     lookups += [lookup for t in tunnels for lookup in peer_lookups(t)]
+
+    def read(fact: type, **kwargs: Any) -> Any:
+        return read_fact(target, fact, fail_host=False, **kwargs)
+
     return {
-        "ifconfig": read_fact(target, facts.Ifconfig),
+        "ifconfig": read(facts.Ifconfig),
         "routes": {
-            (destination, fib): read_fact(
-                target, facts.RouteLookup, destination=destination, fib=fib
-            )
+            (destination, fib): read(facts.RouteLookup, destination=destination, fib=fib)
             for destination, fib in lookups
         },
-        "pf_file": read_fact(target, Sha256File, path=freebsd.PF_CONF),
-        "pf_status": read_fact(target, facts.PfStatus),
-        "pf_rules": read_fact(target, facts.PfRules),
-        "pf_file_rules": read_fact(target, facts.PfFileRules, path=freebsd.PF_CONF),
-        "pf_pending": read_fact(target, facts.ReloadPending, path=freebsd.PF_CONF),
+        "pf_file": read(Sha256File, path=freebsd.PF_CONF),
+        "pf_status": read(facts.PfStatus),
+        "pf_rules": read(facts.PfRules),
+        "pf_file_rules": read(facts.PfFileRules, path=freebsd.PF_CONF),
+        "pf_pending": read(facts.ReloadPending, path=freebsd.PF_CONF),
     }

@@ -13,13 +13,17 @@ before anything changed on any host.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from gevent.lock import Semaphore
 from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_state
 from pyinfra.operations.freebsd import pkg
 
 from tasks import checks, freebsd, operations, preflight, ssh
@@ -38,11 +42,24 @@ class Run:
     preflights: dict[str, preflight.Preflight]
 
 
+class Refused(PyinfraError):
+    """The run is refused before any operation; the problems were already printed, one line
+    each. pyinfra reports it as one ``pyinfra error`` line, without a traceback."""
+
+
+def _refuse(problems: list[str], where: str) -> NoReturn:
+    """Report every problem once, one line each, and end the run before any change."""
+    for line in problems:
+        logger.error(line)
+    count = len(problems)
+    raise Refused(f"{count} problem{'s' if count > 1 else ''} {where}")
+
+
 def _plan(state: Any) -> Plan:
     try:
         return load(state.inventory)
     except InventoryError as error:  # an inventory gate() could not read (not a file)
-        _stop(error.problems, "in the inventory")
+        _refuse(error.problems, "in the inventory; nothing was changed on any host")
 
 
 def gate() -> None:
@@ -53,7 +70,11 @@ def gate() -> None:
     lines as ``ownas check`` — no host is contacted.
     """
     context = click.get_current_context(silent=True)
-    path = context.params.get("inventory") if context else None
+    options = dict(context.params) if context else {}
+    # deploy.py is read in gevent greenlets, where click's context is not to be had: keep
+    # the command line's options for _require_safety.
+    ctx_state.get().ownas_options = options
+    path = options.get("inventory")
     if not path or not Path(path).is_file():
         return
     try:
@@ -71,11 +92,28 @@ def _stop(problems: list[str], where: str) -> NoReturn:
     raise SystemExit(1)
 
 
+# pyinfra reads deploy.py for every host at once (gevent): the first computes the run, the
+# others wait for it and take its result, or its refusal.
+_ONCE = Semaphore()
+
+
 def current(state: Any) -> Run:
     """The run's plan and every active host's pre-flight, computed once (while preparing)."""
-    cached = getattr(state, "_ownas_run", None)
-    if cached is not None:
+    with _ONCE:
+        cached = getattr(state, "_ownas_run", None)
+        if isinstance(cached, Refused):
+            raise cached
+        if cached is None:
+            try:
+                cached = _compute(state)
+            except Refused as refused:
+                state._ownas_run = refused
+                raise
+            state._ownas_run = cached
         return cached
+
+
+def _compute(state: Any) -> Run:
     _require_safety(state)
     plan = _plan(state)
     targets = [h for h in state.inventory.get_active_hosts() if host_name(h) in plan.hosts]
@@ -91,9 +129,8 @@ def current(state: Any) -> Run:
     problems = [line for verdict in preflights.values() for line in verdict.problems]
     problems += _router_side(state, plan, files, [host_name(t) for t in targets])
     if problems:
-        _stop(problems, "found by the pre-flight; nothing was changed on any host")
-    state._ownas_run = run = Run(plan, files, preflights)
-    return run
+        _refuse(problems, "found by the pre-flight; nothing was changed on any host")
+    return Run(plan, files, preflights)
 
 
 def _require_safety(state: Any) -> None:
@@ -104,21 +141,39 @@ def _require_safety(state: Any) -> None:
     connected and before any operation runs, so stopping here changes nothing anywhere.
     """
     project = Path(__file__).resolve().parent.parent
+    started = "in how pyinfra was started; nothing was changed on any host"
     if not ssh.in_force(state):
-        _stop(
+        _refuse(
             [
                 f"ownas's config.py was not read (pyinfra reads it from the current directory "
                 f"only), so nothing would stop a half-done run: cd {project} and run pyinfra "
                 "from there"
             ],
-            "in how pyinfra was started; nothing was changed on any host",
+            started,
         )
     unreached = sorted(host_name(h) for h in state.failed_hosts)
     if unreached:
-        _stop(
+        _refuse(
             [f"{name}: was not reached over SSH" for name in unreached],
             "in reaching the hosts; nothing was changed on any host",
         )
+    options = getattr(state, "ownas_options", {})
+    problems = []
+    if state.config.FAIL_PERCENT != 0:
+        problems.append(
+            f"--fail-percent {state.config.FAIL_PERCENT}: a host that fails must stop the run "
+            "(the router before any downstream); leave it out"
+        )
+    for flag in ("serial", "no_wait"):
+        if options.get(flag):
+            problems.append(
+                f"--{flag.replace('_', '-')}: ownas orders the hosts itself (the router, then a "
+                "barrier, then the downstreams), which this would break; leave it out"
+            )
+    if not options.get("yes") and not options.get("dry") and not sys.stdin.isatty():
+        problems.append("no terminal to confirm the changes on: add --dry to look, or -y to apply")
+    if problems:
+        _refuse(problems, started)
 
 
 def _router_side(
@@ -169,6 +224,13 @@ def _apply(run: Run, name: str) -> None:
     operations.fibs(count=hp.fibs, name="Grow net.fibs")
     for path, content in files.items():
         operations.stage(path=path, content=content, name=f"Stage and validate {path}")
+    network = plan.network
+    operations.arm_restore(
+        files=files,
+        confirm=network.confirm_timeout,
+        checks=network.check_timeout,
+        name="Arm the restore timer",
+    )
     operations.install(files=files, name="Install the validated files")
     operations.tunnels(
         planned=list(hp.tunnels),

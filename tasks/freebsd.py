@@ -307,14 +307,33 @@ def record_run(paths: Iterable[str]) -> str:
     return f"mkdir -p {q(RUN.rsplit('/', 1)[0])} && {{ {lines}; }} > {q(RUN)}"
 
 
+# Beside RUN rather than in /var/run: the pkill below matches only a process that still runs
+# the restore script, so a PID left over from before a reboot never hits another process.
+TIMER = "/var/db/ownas/timer.pid"
+
+
 def restore_now() -> str:
-    return f"/bin/sh {RESTORE_SCRIPT}"
+    """Put this run's files back now (the timer, if armed, then finds nothing to do)."""
+    return f"/bin/sh {RESTORE_SCRIPT}; {disarm()}"
+
+
+def arm(seconds: int, script: str) -> str:
+    """Start the restore timer: in ``seconds`` the host puts this run's files back by itself
+    unless the run was confirmed. daemon(8) detaches it from the SSH session (``-f``: no
+    terminal); at(1) would do, but atrun looks only every 5 minutes. ``script`` is the
+    restore script as it will be after this run (the staged one, when it changes)."""
+    directory = q(TIMER.rsplit("/", 1)[0])
+    return f"mkdir -p {directory} && daemon -f -p {TIMER} /bin/sh {q(script)} after {int(seconds)}"
+
+
+def disarm() -> str:
+    return f"pkill -F {TIMER} -f {q(RESTORE_SCRIPT)} 2>/dev/null; rm -f {TIMER}"
 
 
 def confirm_run() -> str:
-    """The host converged: nothing of this run is to be put back any more, and an earlier
-    restore has been reported (by the pre-flight)."""
-    return f"rm -f {q(RUN)} {q(RESTORED)}"
+    """The host converged and was reached again: nothing of this run is to be put back any
+    more, the timer stops, and an earlier restore has been reported (by the pre-flight)."""
+    return f"rm -f {q(RUN)} {q(RESTORED)}; {disarm()}"
 
 
 def restore_context() -> dict[str, str]:
@@ -323,6 +342,7 @@ def restore_context() -> dict[str, str]:
         "script": RESTORE_SCRIPT,
         "run": RUN,
         "restored": RESTORED,
+        "timer": TIMER,
         "previous": PREVIOUS,
         "netif": NETIF_CONF,
         "routing": ROUTING_CONF,

@@ -234,6 +234,9 @@ class Network:
     downstreams: tuple[Downstream, ...] = field(default=())
     # How long the deploy waits for the network to converge (BGP, pings), in seconds.
     check_timeout: int = 180
+    # How long a host waits, once changed, for the run to confirm it from a new SSH connection
+    # before it puts its previous files back by itself; 0: no timer (dangerous).
+    confirm_timeout: int = 120
 
     def downstream(self, name: str) -> Downstream:
         return next(d for d in self.downstreams if d.name == name)
@@ -246,6 +249,7 @@ AS_FIELDS = (
     "trusted_sources",
     "unmanaged_downstreams",
     "check_timeout",
+    "confirm_timeout",
 )
 ROUTER_FIELDS = ("wan", "loopback", "router_id", "securelevel", "upstreams", "extra_bgp_peers")
 WAN_FIELDS = ("interface", "ipv4", "ipv4_gateway", "ipv6", "ipv6_gateway", "ifconfig_options")
@@ -310,6 +314,7 @@ def _read_as(data: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
         ),
         "unmanaged": f.optional("unmanaged_downstreams", _list_of_mappings, ()),
         "check_timeout": f.optional("check_timeout", fields.integer(0, 3600), 180),
+        "confirm_timeout": f.optional("confirm_timeout", fields.integer(0, 86400), 120),
     }
 
 
@@ -554,6 +559,7 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         router=router,
         downstreams=tuple(sorted(downstreams, key=lambda d: d.name)),
         check_timeout=as_data["check_timeout"],
+        confirm_timeout=as_data["confirm_timeout"],
     )
 
 

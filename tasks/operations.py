@@ -84,6 +84,33 @@ def stage(path: str, content: str):
 
 
 @operation()
+def arm_restore(files: dict[str, str], confirm: int, checks: int):
+    """Before anything is installed, start the host's own restore timer: unless this run
+    confirms the host from a new SSH connection in time, the host puts back the previous
+    version of every file the run installs and re-applies them (ownas-restore). In time: the
+    checks may take ``checks`` seconds, then ``confirm`` more for the reloads and the new
+    connection."""
+    changed = [path for path, content in files.items() if _differs(path, content)]
+    if not changed:
+        host.noop("nothing to install: no restore timer")
+        return
+    seconds = checks + confirm
+    if not confirm:
+        message = "confirm_timeout is 0: no restore timer (a change that cuts you off stays)"
+        _say(message, logger.warning)
+        host.noop(message)
+        return
+    script = freebsd.RESTORE_SCRIPT
+    if script in changed:
+        script = freebsd.staged(script)  # the new one, renamed into place by the install
+    _say(
+        f"arms a restore timer: {seconds} s (check_timeout {checks} + confirm_timeout {confirm}) "
+        "to confirm the change from a new connection"
+    )
+    yield from _announce([freebsd.arm(seconds, script)])
+
+
+@operation()
 def install(files: dict[str, str]):
     """Move every staged file into place at once (atomic rename, previous kept as .ownas-prev)."""
     changed = [path for path, content in files.items() if _differs(path, content)]
@@ -332,8 +359,10 @@ def converged(check: Callable[[], list[Finding]], timeout: int, interval: float 
         else:
             yield FunctionCommand(_fail, (message,), {})
         return
-    if host.get_fact(Exists, path=freebsd.RUN) or host.get_fact(Exists, path=freebsd.RESTORED):
-        yield freebsd.confirm_run()  # converged: nothing of this run is to be put back
+    if any(host.get_fact(Exists, path=p) for p in (freebsd.RUN, freebsd.TIMER, freebsd.RESTORED)):
+        # Converged: confirmed from a new connection, which proves SSH still lets us in.
+        yield FunctionCommand(_reach_again, (), {})
+        yield freebsd.confirm_run()
         return
     host.noop("converged")
 
@@ -343,6 +372,20 @@ def _report(findings: list[Finding]) -> list[str]:
     for finding in findings:
         _say(finding.line, logger.warning if finding.warning else logger.error)
     return [f.line for f in findings if not f.warning]
+
+
+def _reach_again(state: Any, host: Any) -> bool:
+    """Open a new SSH connection to the host (not the one that made the change): if that
+    fails, the change is not confirmed and the host's restore timer puts it back."""
+    host.disconnect()
+    host.connect(reason="again, to confirm the change", raise_exceptions=False)
+    if not host.connected:
+        _say(
+            "cannot reach the host again over a new SSH connection: the change is not "
+            "confirmed, and the host puts its previous files back when its timer fires",
+            logger.error,
+        )
+    return host.connected
 
 
 def _fail(state: Any, host: Any, message: str) -> bool:

@@ -305,9 +305,11 @@ def _ipv6_uplink_problems(downstream: Any, ifconfig: dict[str, Any], default: An
     return []
 
 
-def read_fact(target: Any, fact: type, **kwargs: Any) -> Any:
+def read_fact(target: Any, fact: type, *, fail_host: bool = True, **kwargs: Any) -> Any:
+    """A fact of ``target``; with ``fail_host`` False a failed read does not mark the host
+    failed (a router read for a downstream deployed alone, outside the run's hosts)."""
     with ctx_host.use(target):
-        return get_fact(state, target, fact, kwargs=kwargs)
+        return get_fact(state, target, fact, kwargs=kwargs, apply_failed_hosts=fail_host)
 
 
 def gather(target: Any, hp: HostPlan) -> dict[str, Any]:

@@ -33,10 +33,12 @@ COMMON_FILES = (
     freebsd.NETIF_CONF,
     freebsd.ROUTING_CONF,
     "/etc/rc.conf.d/kld",
+    # The fallback before the fragment that enables it: an install interrupted in between
+    # must not leave rc.d/pf's built-in fallback ("block drop log all", no SSH) in charge.
+    freebsd.PF_FALLBACK,
     "/etc/rc.conf.d/pf",
     "/etc/rc.conf.d/pflog",
     freebsd.PF_CONF,
-    freebsd.PF_FALLBACK,
     freebsd.RESTORE_SCRIPT,
 )
 ROUTER_FILES = (

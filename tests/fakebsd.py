@@ -31,6 +31,7 @@ from tasks.lab import pf
 MISSING = "__pyinfra_missing_"
 FORWARDING = ("net.inet6.ip6.forwarding", "net.inet.ip.forwarding")
 RFC6204W3 = "net.inet6.ip6.rfc6204w3"
+TIMER = "/var/db/ownas/timer.pid"
 
 
 @dataclass
@@ -406,13 +407,21 @@ class Machine:
         return self.ok("yes" if path in self.host.files else "")
 
     def remove(self, *paths):
-        for path in paths:
+        for path in (*paths, TIMER):
             self.host.files.pop(path, None)
+        return self.ok()
+
+    def arm(self, pidfile, script, seconds):
+        """daemon(8) starting the restore timer: recorded (the flow tests never let it fire)."""
+        if script not in self.host.files:
+            return False, [], [f"/bin/sh: cannot open {script}: No such file or directory"]
+        self.host.files[pidfile] = f"armed {seconds}"
         return self.ok()
 
     def restore(self):
         """The restore script, as far as this model goes: the recorded files put back, pf and
         FRR given them again (tunnels and routes are re-applied by the real script in the lab)."""
+        self.host.files.pop(TIMER, None)
         run = self.host.files.pop("/var/db/ownas/run", None)
         if run is None:
             return self.ok()
@@ -610,6 +619,10 @@ class Machine:
 
 
 _Q = r"'?([^' ]+)'?"
+_DISARM = (
+    r"pkill -F /var/db/ownas/timer\.pid -f /usr/local/libexec/ownas-restore 2>/dev/null; "
+    r"rm -f /var/db/ownas/timer\.pid"
+)
 # freebsd.refuse_unless around a validation: the message when it fails.
 _REFUSED = r" \|\| \{ echo '[^']*' >&2; exit 1; \}"
 HANDLERS: list[tuple[str, Any]] = [
@@ -656,8 +669,12 @@ HANDLERS: list[tuple[str, Any]] = [
     (r"test -e (\S+\.ownas-pending) && echo pending; true", Machine.pending),
     (r"test -e (\S+) && echo yes; true", Machine.exists),
     (r"mkdir -p /var/db/ownas && \{ (.*) \} > /var/db/ownas/run", Machine.record_run),
-    (r"rm -f (/var/db/ownas/run) (/var/db/ownas/restored)", Machine.remove),
-    (r"/bin/sh /usr/local/libexec/ownas-restore", Machine.restore),
+    (
+        r"rm -f (/var/db/ownas/run) (/var/db/ownas/restored); " + _DISARM,
+        Machine.remove,
+    ),
+    (r"/bin/sh /usr/local/libexec/ownas-restore; " + _DISARM, Machine.restore),
+    (r"mkdir -p /var/db/ownas && daemon -f -p (\S+) /bin/sh (\S+) after (\d+)", Machine.arm),
     (r"kldload -n (\S+)", Machine.kldload),
     (r"sysctl net\.fibs=(\d+)", Machine.sysctl_set),
     (r"sysctl (net\.inet6?\.ip6?\.(?:forwarding|rfc6204w3))=([01])", Machine.sysctl_forwarding),

@@ -294,7 +294,8 @@ def test_a_router_that_does_not_converge_stops_before_any_downstream(lab: Lab) -
     )
     assert actions(log, "vps01") == []
     # What this first run installed is taken away again (there was nothing before it).
-    assert "/bin/sh /usr/local/libexec/ownas-restore" in actions(log, "router01")
+    restore = "/bin/sh /usr/local/libexec/ownas-restore; pkill -F /var/db/ownas/timer.pid -f"
+    assert [c for c in actions(log, "router01") if c.startswith(restore)]
     assert "restored /etc/rc.conf.local" in result.stderr
     assert "/usr/local/etc/frr/frr.conf" not in lab.world.hosts["router01"].files
 
@@ -328,12 +329,47 @@ def test_a_change_that_breaks_a_session_is_rolled_back_by_the_same_run(lab: Lab)
     assert "/var/db/ownas/restored" not in lab.world.hosts["router01"].files
 
 
-def test_a_converged_run_leaves_nothing_to_restore(lab: Lab) -> None:
+def test_a_converged_run_is_confirmed_from_a_new_connection_and_leaves_no_timer(
+    lab: Lab,
+) -> None:
+    """Each host arms its restore timer after staging, before installing; once its checks pass,
+    the run connects to it again and confirms: no record and no timer are left."""
     result, log = lab.deploy("-y")
     assert result.returncode == 0, result.stderr
     for name in ("router01", "vps01"):
+        done = actions(log, name)
+        armed = done.index(
+            "mkdir -p /var/db/ownas && daemon -f -p /var/db/ownas/timer.pid /bin/sh "
+            "/usr/local/libexec/ownas-restore.ownas-new after 120"  # check_timeout 0 + 120
+        )
+        installed = next(i for i, c in enumerate(done) if c.startswith("if [ -e "))
+        assert armed < installed
+        assert done[-1].startswith("rm -f /var/db/ownas/run /var/db/ownas/restored; pkill -F")
         assert "/var/db/ownas/run" not in lab.world.hosts[name].files
-        assert "rm -f /var/db/ownas/run /var/db/ownas/restored" in actions(log, name)
+        assert "/var/db/ownas/timer.pid" not in lab.world.hosts[name].files
+    assert re.search(r"router01\]\s+Connected \(again, to confirm the change\)", result.stderr)
+    result, log = lab.deploy("-y")  # nothing installed: no timer, nothing to confirm
+    assert actions(log) == []
+
+
+def test_confirm_timeout_0_arms_no_timer(lab: Lab) -> None:
+    lab.ref["all"]["confirm_timeout"] = 0
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in actions(log) if "daemon" in c]
+    assert "confirm_timeout is 0: no restore timer" in result.stderr
+
+
+def test_the_dry_run_says_which_hosts_would_be_armed(lab: Lab) -> None:
+    result, log = lab.deploy("--dry")
+    assert result.returncode == 0, result.stderr
+    assert actions(log) == []
+    for name in ("router01", "vps01"):
+        assert re.search(
+            rf"{name}\]\s+arms a restore timer: 120 s \(check_timeout 0 \+ confirm_timeout "
+            r"120\) to confirm the change from a new connection",
+            result.stderr,
+        )
 
 
 def test_a_preflight_problem_on_any_host_changes_nothing_anywhere(lab: Lab) -> None:
@@ -480,4 +516,24 @@ def test_a_downstream_alone_needs_its_router_to_run_its_side_already(lab: Lab) -
     assert "endpoints are 198.51.100.10 -> 203.0.113.10, planned 198.51.100.10 -> 203.0.113.99" in (
         result.stderr
     )
+    assert actions(log) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("-y", "--fail-percent", "50"), "--fail-percent 50: a host that fails must stop the run"),
+        (("-y", "--serial"), "--serial: ownas orders the hosts itself"),
+        (("-y", "--no-wait"), "--no-wait: ownas orders the hosts itself"),
+        ((), "no terminal to confirm the changes on: add --dry to look, or -y to apply"),
+    ],
+)
+def test_ways_of_starting_pyinfra_that_would_break_the_order_are_refused(
+    lab: Lab, args: tuple[str, ...], line: str
+) -> None:
+    result, log = lab.deploy(*args)
+    assert result.returncode == 1
+    assert result.stderr.count(line) == 1  # once, not once per host
+    assert "nothing was changed on any host" in result.stderr
+    assert "Traceback" not in result.stderr
     assert actions(log) == []

@@ -8,6 +8,7 @@ CI has; the lab's namespaces carry a prefix of their own, so a lab of the user's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,8 +346,9 @@ def test_an_upstream_over_its_max_prefixes_is_cut_off_and_named(lab: Lab, invent
     """maximum-prefix is enforced by FRR itself: Lagrange's BIRD sends five routes that pass the
     filters; with a limit of three FRR closes the session, and the deploy fails naming the
     upstream and the reason at once (no waiting: the session stays down for the restart
-    interval). iFog's session is not touched. Raising the limit and rerunning brings the
-    session back at once, without waiting for the restart interval."""
+    interval), then rolls the router back: the previous frr.conf, without the limit, brings
+    the session back at once. iFog's session is not touched. A limit the upstream stays under
+    is then applied without resetting anything."""
     before = established(status.gather(lab))
     routers = inventory.parent / "group_data" / "routers.py"
     original = routers.read_text()
@@ -365,16 +368,17 @@ def cut_off_and_back(lab: Lab, routers: Path, before: dict[str, int]) -> None:
         "more than max_prefixes (3) routes that passed the filters" in text
     ), text
     assert "Traceback" not in text
-    sessions = {s["upstream"]: s for s in status.gather(lab)["sessions"]}
-    assert sessions["lagrange"]["router"] != "Established"
-    assert sessions["ifog"]["router"] == "Established"
-    assert sessions["ifog"]["connections_established"] == before["ifog"]
+    assert "restored /usr/local/etc/frr/frr.conf (the previous files, re-applied in order)" in (
+        text
+    )
+    assert "the previous configuration is back and converged" in text
+    after = established(status.gather(lab))
+    assert after == {"ifog": before["ifog"], "lagrange": before["lagrange"] + 1}
 
     edit(routers, '"max_prefixes": 3,', '"max_prefixes": 300000,')
     result = deploy(lab, "-y")
     assert result.returncode == 0, output(result)
-    after = established(status.gather(lab))
-    assert after == {"ifog": before["ifog"], "lagrange": before["lagrange"] + 1}
+    assert established(status.gather(lab)) == after
     count = len(log(lab, "router01"))
     result = deploy(lab, "-y")  # maximum-prefix is written as FRR shows it: nothing to reload
     assert result.returncode == 0, output(result)
@@ -499,6 +503,63 @@ def test_a_change_that_breaks_a_session_is_rolled_back(lab: Lab, inventory: Path
     found = established(status.gather(lab))  # every session Established again
     assert found["ifog"] == ifog  # the other session was not reset
     assert actions(log(lab, "vps01")[vps:]) == []
+
+
+def restore_timers(lab: Lab) -> list[str]:
+    """Hosts where a restore timer (a process running ownas-restore) runs now."""
+    found = []
+    for name in ("router01", "vps01"):
+        pids = subprocess.run(
+            ["ip", "netns", "pids", lab.namespace(name)], capture_output=True, text=True
+        ).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                if b"ownas-restore" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(name)
+    return found
+
+
+def test_a_change_that_locks_the_controller_out_is_undone_by_the_host(
+    lab: Lab, inventory: Path
+) -> None:
+    """The new pf.conf cuts router01's management path (the lab's fault): the run loses the
+    host, and the host's own timer puts the previous files back within check_timeout +
+    confirm_timeout + 30 s, with pf and FRR running them and both sessions Established. The
+    next run says so first, converges, and leaves no timer anywhere."""
+    group = inventory.parent / "group_data" / "all.py"
+    original = group.read_text()
+    edit(group, '"198.51.100.101",', '"198.51.100.101",\n    "198.51.100.102",')
+    group.write_text(group.read_text() + "\ncheck_timeout = 10\nconfirm_timeout = 10\n")
+    router_root = lab.host_dir("router01") / "root"
+    pf_conf = (router_root / "etc/pf.conf").read_text()
+    lab.lock_out("router01", "198.51.100.102")
+    try:
+        started = time.monotonic()
+        result = deploy(lab, "-y")
+        assert result.returncode == 1, output(result)
+        assert "198.51.100.102" in (router_root / "etc/pf.conf").read_text()  # installed
+        assert (lab.host_dir("router01") / "cut").exists()  # ...and locked out
+        while time.monotonic() - started < 10 + 10 + 30:
+            if not (lab.host_dir("router01") / "cut").exists():
+                break
+            time.sleep(1)
+        assert not (lab.host_dir("router01") / "cut").exists(), "the host did not restore itself"
+    finally:
+        group.write_text(original)
+        lab.lock_out("router01", None)
+    assert (router_root / "etc/pf.conf").read_text() == pf_conf
+    restored = (router_root / "var-db/ownas/restored").read_text()
+    assert "/etc/pf.conf" in restored
+    assert set(established(status.gather(lab))) == {"ifog", "lagrange"}
+    result = deploy(lab, "-y")
+    text = output(result)
+    assert result.returncode == 0, text
+    first_operation = text.split("--> Starting operation")[0]
+    assert re.search(r"router01: restored itself at \S+: .*/etc/pf\.conf", first_operation)
+    assert restore_timers(lab) == []
+    for name in ("router01", "vps01"):
+        assert not (lab.host_dir(name) / "root/var-db/ownas/timer.pid").exists()
+        assert not (lab.host_dir(name) / "root/var-db/ownas/run").exists()
 
 
 def test_another_lab_is_never_touched(lab: Lab, inventory: Path, tmp_path: Path) -> None:

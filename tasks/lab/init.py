@@ -23,6 +23,9 @@ def setup(config: dict) -> None:
         subprocess.run(["hostname", config["hostname"]], check=True)
     for source, target in config.get("binds", []):
         subprocess.run(["mount", "--bind", source, target], check=True)
+    # /proc of this PID namespace: its processes only, with the PIDs they have here (pkill -F
+    # with a PID from a pid file, as on the host it stands for).
+    subprocess.run(["mount", "-t", "proc", "proc", "/proc"], check=True)
     for directory in config.get("ensure", []):
         Path(directory).mkdir(mode=0o755, exist_ok=True)  # /run/sshd, as Debian's sshd makes it
     for directory in config.get("private", []):

@@ -52,10 +52,14 @@ STANDINS = (
     "service",
     "setfib",
     "sockstat",
+    "daemon",
     "sysctl",
     "uname",
 )
 RELEASE = "14.3-RELEASE"
+# In a host's directory: its management path is cut (the lab's fault: a change that locks the
+# controller out). The pfctl stand-in makes and removes it (see Lab.lock_out).
+CUT = "cut"
 VAR_DB = "/var/db"
 INITIAL_MODULES = ("if_gif",)  # in GENERIC
 PROGRAMS = ("ip", "unshare", "nsenter", "socat", "bird", "birdc", "vtysh", "ssh-keygen")
@@ -270,14 +274,29 @@ class Lab:
             alias = self.namespace(name)
             public = host_key.with_suffix(".pub").read_text().split()[:2]
             known.append(f"{alias} {' '.join(public)}")
+            # The session starts at the controller address inside the namespace, so the host
+            # sees SSH from a trusted source, as it would in production. While the host's
+            # management path is cut (CUT, see Lab.lock_out), no session starts and the open
+            # ones end: the proxy ends the socat it started.
+            connect = f"{family}:{address}:22,bind={address}"
+            (directory / "proxy.sh").write_text(
+                f"[ -e {directory / CUT} ] && exit 1\n"
+                # A background job's standard input is /dev/null unless it is redirected
+                # explicitly: from a copy of ours (fd 3), where ssh writes.
+                "exec 3<&0\n"
+                f"nsenter --net=/run/netns/{alias} socat STDIO {connect} 0<&3 &\n"
+                "pid=$!\n"
+                'while kill -0 "$pid" 2>/dev/null; do\n'
+                f'    [ -e {directory / CUT} ] && {{ kill "$pid"; exit 1; }}\n'
+                "    sleep 0.2\n"
+                "done\n"
+                'wait "$pid"\n'
+            )
             config += [
                 f"Host {alias}",
                 "  User root",
                 f"  IdentityFile {key}",
-                # The session starts at the controller address inside the namespace, so the host
-                # sees SSH from a trusted source, as it would in production.
-                f"  ProxyCommand nsenter --net=/run/netns/{alias} socat STDIO "
-                f"{family}:{address}:22,bind={address}",
+                f"  ProxyCommand /bin/sh {directory / 'proxy.sh'}",
                 "",
             ]
         (self.dir / "known_hosts").write_text("\n".join(known) + "\n")
@@ -484,6 +503,16 @@ class Lab:
             return False
         probe = self.run_in(name, ["kill", "-0", pid_file.read_text().strip()], check=False)
         return probe.returncode == 0
+
+    def lock_out(self, name: str, marker: str | None) -> None:
+        """The fault of a change that locks the controller out: from the moment host ``name``
+        loads a pf.conf containing ``marker``, its management path is cut (open sessions end,
+        new ones fail) until it loads one without it. None: no such fault."""
+        state = links.load_state(self.host_dir(name))
+        state["lockout"] = marker
+        links.save_state(self.host_dir(name), state)
+        if marker is None:
+            (self.host_dir(name) / CUT).unlink(missing_ok=True)
 
     def stop_sshd(self, name: str) -> None:
         """Make host ``name`` unreachable over SSH (its sshd stops; everything else runs on)."""

@@ -568,8 +568,20 @@ def pfctl(host: Host, args: list[str]) -> int:
         if args[0] == "-f":
             pf_state["rules"] = ruleset.rules
             _pf_routing(host, ruleset)
+            _lock_out(host, Path(path).read_text())
         return 0
     raise unused("pfctl", args)
+
+
+def _lock_out(host: Host, pf_conf: str) -> None:
+    """The lab's fault (Lab.lock_out): a loaded pf.conf with the marker cuts the management
+    path, one without it restores it."""
+    marker = host.state.get("lockout")
+    cut = host.dir / "cut"
+    if marker and marker in pf_conf:
+        cut.touch()
+    else:
+        cut.unlink(missing_ok=True)
 
 
 def _pf_routing(host: Host, ruleset: Any) -> None:
@@ -702,6 +714,25 @@ def _frr(host: Host, action: str) -> int:
     return boot.returncode
 
 
+# --- daemon -----------------------------------------------------------------------------------
+
+
+def daemon(host: Host, args: list[str]) -> int:
+    """``daemon -f -p PIDFILE COMMAND...`` (daemon(8)): COMMAND detached from the session,
+    its standard files on /dev/null, its PID in PIDFILE."""
+    if len(args) < 4 or args[:2] != ["-f", "-p"]:
+        raise unused("daemon", args)
+    child = subprocess.Popen(
+        args[3:],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    Path(args[2]).write_text(f"{child.pid}\n")
+    return 0
+
+
 # --- sockstat ------------------------------------------------------------------------------------
 
 
@@ -810,6 +841,7 @@ COMMANDS = {
     "ping": ping,
     "setfib": setfib,
     "sockstat": sockstat,
+    "daemon": daemon,
 }
 # What changes the state of a tunnel, and therefore its link.
 TUNNEL_COMMANDS = ("ifconfig", "service")
