@@ -254,6 +254,7 @@ def _apply(run: Run, name: str) -> None:
     operations.converged(
         check=checks.checker(plan, hp, pre),
         timeout=plan.network.check_timeout,
+        restored_before=pre.restored,
         name="Check convergence",
     )
 

@@ -300,9 +300,13 @@ RESTORED = "/var/db/ownas/restored"
 
 
 def record_run(paths: Iterable[str]) -> str:
-    """Write RUN: each path the install is about to replace, and whether it exists now."""
+    """Write RUN: each path the install is about to replace, and whether it exists now; the
+    copy to put back is taken now, so that no older copy is restored if the install stops
+    half-way."""
     lines = "; ".join(
-        f"if [ -e {q(p)} ]; then echo {q(p)} existed; else echo {q(p)} new; fi" for p in paths
+        f"if [ -e {q(p)} ]; then ln -f {q(p)} {q(previous(p))}; echo {q(p)} existed; "
+        f"else rm -f {q(previous(p))}; echo {q(p)} new; fi"
+        for p in paths
     )
     return f"mkdir -p {q(RUN.rsplit('/', 1)[0])} && {{ {lines}; }} > {q(RUN)}"
 
@@ -313,8 +317,8 @@ TIMER = "/var/db/ownas/timer.pid"
 
 
 def restore_now() -> str:
-    """Put this run's files back now (the timer, if armed, then finds nothing to do)."""
-    return f"/bin/sh {RESTORE_SCRIPT}; {disarm()}"
+    """Stop the timer, then put this run's files back now."""
+    return f"{disarm()}; /bin/sh {RESTORE_SCRIPT}"
 
 
 def arm(seconds: int, script: str) -> str:
@@ -327,13 +331,19 @@ def arm(seconds: int, script: str) -> str:
 
 
 def disarm() -> str:
+    """Stop the timer: only a process that still runs the restore script (a PID left over from
+    before a reboot never hits another process), and only before it claimed the list."""
     return f"pkill -F {TIMER} -f {q(RESTORE_SCRIPT)} 2>/dev/null; rm -f {TIMER}"
 
 
+def read_restored() -> str:
+    return f"cat {q(RESTORED)} 2>/dev/null; true"
+
+
 def confirm_run() -> str:
-    """The host converged and was reached again: nothing of this run is to be put back any
-    more, the timer stops, and an earlier restore has been reported (by the pre-flight)."""
-    return f"rm -f {q(RUN)} {q(RESTORED)}; {disarm()}"
+    """The host converged and was reached again: the timer stops, nothing of this run is to
+    be put back any more, and an earlier restore has been reported (by the pre-flight)."""
+    return f"{disarm()}; rm -f {q(RUN)} {q(RESTORED)}"
 
 
 def restore_context() -> dict[str, str]:
@@ -350,6 +360,8 @@ def restore_context() -> dict[str, str]:
         "pf_load": f"pfctl -f {q(PF_CONF)} && rm -f {q(pending(PF_CONF))}",
         "frr_conf": FRR_CONF,
         "frr_load": f"{_FRR_RELOAD} {q(FRR_CONF)}",
+        "pf_off": f"pfctl -d; rm -f {q(pending(PF_CONF))}",
+        "frr_off": "service frr onestop",
     }
 
 

@@ -9,6 +9,7 @@ when executing, with facts read afresh. Commands come from tasks.freebsd.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from io import StringIO
 from typing import Any, Protocol
@@ -334,7 +335,12 @@ class Finding(Protocol):
 
 
 @operation()
-def converged(check: Callable[[], list[Finding]], timeout: int, interval: float = 5.0):
+def converged(
+    check: Callable[[], list[Finding]],
+    timeout: int,
+    restored_before: str | None = None,
+    interval: float = 5.0,
+):
     """Wait (bounded) until ``check()`` finds nothing wrong; then stop, or fail naming each
     problem on its own line. Warnings are shown but do not fail the host.
 
@@ -352,16 +358,19 @@ def converged(check: Callable[[], list[Finding]], timeout: int, interval: float 
             message = (
                 f"{len(failures)} check(s) failed that waiting cannot fix (after {waited:.0f} s)"
             )
-        # A host that waits for a reboot is half-way by design (what the reboot loads is
-        # missing until then): putting its files back would undo what the reboot needs.
         if not any(f.expected for f in findings):
             yield FunctionCommand(_roll_back, (message, check, timeout, interval), {})
-        else:
-            yield FunctionCommand(_fail, (message,), {})
+            return
+        # A host that waits for a reboot is half-way by design (what the reboot loads is
+        # missing until then): putting its files back would undo what the reboot needs, so it
+        # is confirmed as it is, and fails.
+        yield FunctionCommand(_reach_again, (restored_before,), {})
+        yield freebsd.confirm_run()
+        yield FunctionCommand(_fail, (message,), {})
         return
     if any(host.get_fact(Exists, path=p) for p in (freebsd.RUN, freebsd.TIMER, freebsd.RESTORED)):
         # Converged: confirmed from a new connection, which proves SSH still lets us in.
-        yield FunctionCommand(_reach_again, (), {})
+        yield FunctionCommand(_reach_again, (restored_before,), {})
         yield freebsd.confirm_run()
         return
     host.noop("converged")
@@ -374,10 +383,14 @@ def _report(findings: list[Finding]) -> list[str]:
     return [f.line for f in findings if not f.warning]
 
 
-def _reach_again(state: Any, host: Any) -> bool:
+def _reach_again(state: Any, host: Any, restored_before: str | None) -> bool:
     """Open a new SSH connection to the host (not the one that made the change): if that
-    fails, the change is not confirmed and the host's restore timer puts it back."""
+    fails, the change is not confirmed and the host's restore timer puts it back. Also fail if
+    the timer already fired (a restore record the run did not start with)."""
+    client = getattr(host.connector, "client", None)
     host.disconnect()
+    if client is not None:
+        client.close()  # the session that made the change ends; the proof is a new one
     host.connect(reason="again, to confirm the change", raise_exceptions=False)
     if not host.connected:
         _say(
@@ -385,7 +398,17 @@ def _reach_again(state: Any, host: Any) -> bool:
             "confirmed, and the host puts its previous files back when its timer fires",
             logger.error,
         )
-    return host.connected
+        return False
+    _ok, output = host.run_shell_command(StringCommand(freebsd.read_restored()))
+    record = output.stdout_lines[0] if output.stdout_lines else None
+    if record and record != restored_before:
+        _say(
+            f"the host's restore timer fired before the run could confirm it ({record}): the "
+            "previous files are back; rerun when the network is stable",
+            logger.error,
+        )
+        return False
+    return True
 
 
 def _fail(state: Any, host: Any, message: str) -> bool:
@@ -424,11 +447,12 @@ def _poll(
 ) -> tuple[list[Finding], float]:
     """Re-run ``check`` until it passes, the time is up, or nothing left can resolve by
     waiting (a BGP session can come up; a wrong endpoint cannot); also say how long it waited."""
-    waited = 0.0
+    # Real time, reads and pings included: the host's restore timer counts the same way.
+    started = time.monotonic()
     while True:
         findings = check()
         pending = [f for f in findings if f.waitable and not f.warning]
-        if not pending or waited >= timeout:
+        waited = time.monotonic() - started
+        if not pending or waited + interval > timeout:
             return findings, waited
         gevent.sleep(interval)
-        waited += interval

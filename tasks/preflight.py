@@ -41,6 +41,8 @@ class Preflight:
     retired_routes: tuple[tuple[str, int], ...] = ()
     old_loopback: str | None = None
     needs_reboot: tuple[str, ...] = field(default=())
+    # The host's record of an earlier restore, as the run found it (reported first).
+    restored: str | None = None
 
 
 def assignments(lines: list[str] | None) -> dict[str, str]:
@@ -208,6 +210,7 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         retired_routes=tuple(sorted(retired_routes)),
         old_loopback=loopback,
         needs_reboot=reboot,
+        restored=found["restored"][0] if found.get("restored") else None,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from paramiko.proxy import ProxyCommand
 from pyinfra import logger
-from pyinfra.api.state import BaseStateCallback
+from pyinfra.api.state import BaseStateCallback, StateStage
 
 
 def _recv(self: ProxyCommand, size: int) -> bytes:
@@ -59,9 +59,12 @@ class ConnectErrors(BaseStateCallback):
     @staticmethod
     def host_connect_error(state: Any, host: Any, error: Any) -> None:
         reason = error.args[0] if getattr(error, "args", None) else error
+        where = host.data.get("ssh_hostname") or host.name
+        if state.current_stage != StateStage.Connect:
+            return  # later (reaching a host again) the deploy says what it means itself
         logger.error(
             f"{host.name}: cannot connect over SSH: {reason}; nothing was changed on any "
-            f"host. Is it up and reachable at {host.data.get('ssh_hostname') or host.name}?"
+            f"host. Is it up and reachable at {where}?"
         )
 
 

@@ -397,11 +397,19 @@ class Machine:
         return self.ok()
 
     def record_run(self, tests):
-        """freebsd.record_run: which of the paths exist now."""
+        """freebsd.record_run: which of the paths exist now, and a copy of each that does."""
         paths = re.findall(r"if \[ -e (\S+) \]", tests)
         lines = [f"{p} {'existed' if p in self.host.files else 'new'}" for p in paths]
+        for path in paths:
+            if path in self.host.files:
+                self.host.files[path + ".ownas-prev"] = self.host.files[path]
+            else:
+                self.host.files.pop(path + ".ownas-prev", None)
         self.host.files["/var/db/ownas/run"] = "".join(line + "\n" for line in lines)
         return self.ok()
+
+    def read(self, path):
+        return self.ok(*self.host.files.get(path, "").splitlines())
 
     def exists(self, path):
         return self.ok("yes" if path in self.host.files else "")
@@ -425,18 +433,25 @@ class Machine:
         run = self.host.files.pop("/var/db/ownas/run", None)
         if run is None:
             return self.ok()
-        restored = []
+        restored, new = [], []
         for line in run.splitlines():
             path, how = line.split()
             previous = self.host.files.pop(path + ".ownas-prev", None)
-            if how == "existed" and previous is not None:
+            if how == "new":
+                self.host.files.pop(path, None)
+                new.append(path)
+            elif previous is not None:
                 self.host.files[path] = previous
             else:
-                self.host.files.pop(path, None)
+                continue
             restored.append(path)
-        if "/etc/pf.conf" in restored:
+        if "/etc/pf.conf" in new:
+            self.host.pf_enabled = False  # pfctl -d: what ran before the first pf.conf
+        elif "/etc/pf.conf" in restored:
             self.host.pf_loaded = pf_rules(self.host.files.get("/etc/pf.conf", ""), self.host.fibs)
-        if "/usr/local/etc/frr/frr.conf" in restored and self.host.frr_running:
+        if "/usr/local/etc/frr/frr.conf" in new:
+            self.host.frr_running = None  # service frr onestop
+        elif "/usr/local/etc/frr/frr.conf" in restored and self.host.frr_running:
             self.host.frr_running = self.host.files.get("/usr/local/etc/frr/frr.conf", "")
         stamp = "2026-12-03T07:00:00Z"
         self.host.files["/var/db/ownas/restored"] = f"{stamp} restored {' '.join(restored)}\n"
@@ -668,12 +683,10 @@ HANDLERS: list[tuple[str, Any]] = [
     ),
     (r"test -e (\S+\.ownas-pending) && echo pending; true", Machine.pending),
     (r"test -e (\S+) && echo yes; true", Machine.exists),
+    (r"cat (/var/db/ownas/restored) 2>/dev/null; true", Machine.read),
     (r"mkdir -p /var/db/ownas && \{ (.*) \} > /var/db/ownas/run", Machine.record_run),
-    (
-        r"rm -f (/var/db/ownas/run) (/var/db/ownas/restored); " + _DISARM,
-        Machine.remove,
-    ),
-    (r"/bin/sh /usr/local/libexec/ownas-restore; " + _DISARM, Machine.restore),
+    (_DISARM + r"; rm -f (/var/db/ownas/run) (/var/db/ownas/restored)", Machine.remove),
+    (_DISARM + r"; /bin/sh /usr/local/libexec/ownas-restore", Machine.restore),
     (r"mkdir -p /var/db/ownas && daemon -f -p (\S+) /bin/sh (\S+) after (\d+)", Machine.arm),
     (r"kldload -n (\S+)", Machine.kldload),
     (r"sysctl net\.fibs=(\d+)", Machine.sysctl_set),

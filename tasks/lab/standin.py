@@ -25,10 +25,12 @@ tasks.lab.pf, a strict stand-in for pfctl's parser.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -549,6 +551,12 @@ def pfctl(host: Host, args: list[str]) -> int:
     if args == ["-sr"]:
         print("\n".join(pf_state["rules"]))
         return 0
+    if args == ["-d"]:
+        if not pf_state["enabled"]:
+            raise Refused("pfctl: pf not enabled")
+        pf_state["enabled"] = False
+        print("pf disabled", file=sys.stderr)
+        return 0
     if args == ["-e"]:
         if pf_state["enabled"]:
             raise Refused("pfctl: pf already enabled")
@@ -607,7 +615,7 @@ def service(host: Host, args: list[str]) -> int:
         return _netif_start(host, args[2])
     if args in (["pflog", "start"], ["pflog", "status"]):
         return _pflog(host, args[1])
-    if args in (["frr", "start"], ["frr", "status"]):
+    if args in (["frr", "start"], ["frr", "status"], ["frr", "onestop"]):
         return _frr(host, args[1])
     raise unused("service", args)
 
@@ -677,6 +685,12 @@ def _pflog(host: Host, action: str) -> int:
 def _frr(host: Host, action: str) -> int:
     running = host.state.get("frr_pids", [])
     running_now = bool(running) and all(alive(pid) for pid in running)
+    if action == "onestop":
+        for pid in running:  # the daemons this stand-in started, by PID
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        host.state["frr_pids"] = []
+        return 0
     if action == "status":
         if running_now:
             print(f"watchfrr is running as pid {running[0]}.")
