@@ -539,17 +539,20 @@ def test_a_change_that_locks_the_controller_out_is_undone_by_the_host(
         assert result.returncode == 1, output(result)
         assert "198.51.100.102" in (router_root / "etc/pf.conf").read_text()  # installed
         assert (lab.host_dir("router01") / "cut").exists()  # ...and locked out
-        while time.monotonic() - started < 10 + 10 + 30:
-            if not (lab.host_dir("router01") / "cut").exists():
-                break
+        record = router_root / "var-db/ownas/restored"
+
+        def restored_itself() -> bool:
+            # The record is written last, after pf (which ends the cut) was reloaded.
+            done = record.exists() and "/etc/pf.conf" in record.read_text()
+            return done and not (lab.host_dir("router01") / "cut").exists()
+
+        while time.monotonic() - started < 10 + 10 + 30 and not restored_itself():
             time.sleep(1)
-        assert not (lab.host_dir("router01") / "cut").exists(), "the host did not restore itself"
+        assert restored_itself(), "the host did not restore itself"
     finally:
         group.write_text(original)
         lab.lock_out("router01", None)
     assert (router_root / "etc/pf.conf").read_text() == pf_conf
-    restored = (router_root / "var-db/ownas/restored").read_text()
-    assert "/etc/pf.conf" in restored
     assert set(established(status.gather(lab))) == {"ifog", "lagrange"}
     result = deploy(lab, "-y")
     text = output(result)
