@@ -115,6 +115,13 @@ class Exists(_Flag):
         return freebsd.exists(path)
 
 
+class TimerArmed(_Flag):
+    """Whether the restore timer of an earlier, unconfirmed run still waits."""
+
+    word = "yes"
+    command = freebsd.timer_armed()
+
+
 class ServiceRunning(_Flag):
     """Whether ``service NAME status`` says the service runs."""
 

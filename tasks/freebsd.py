@@ -336,6 +336,11 @@ def disarm() -> str:
     return f"pkill -F {TIMER} -f {q(RESTORE_SCRIPT)} 2>/dev/null; rm -f {TIMER}"
 
 
+def timer_armed() -> str:
+    """Whether a restore timer runs (an earlier run's, not confirmed)."""
+    return f"pgrep -F {TIMER} -f {q(RESTORE_SCRIPT)} >/dev/null 2>&1 && echo yes; true"
+
+
 def read_restored() -> str:
     return f"cat {q(RESTORED)} 2>/dev/null; true"
 

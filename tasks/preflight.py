@@ -109,6 +109,12 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         # First, before anything else: an earlier run's change was put back on this host.
         when, _, what = found["restored"][0].partition(" ")
         notes.append(f"{name}: restored itself at {when}: {what.removeprefix('restored ')}")
+    if found.get("timer"):
+        problems.append(
+            f"{name}: the restore timer of an earlier run that was not confirmed still waits: "
+            "when it fires it puts that run's files back (at most check_timeout + "
+            "confirm_timeout after that run installed them); wait for it, then rerun"
+        )
     uname = found["uname"]
     if uname["system"] != "FreeBSD" or uname["major"] < MIN_MAJOR:
         problems.append(
@@ -328,6 +334,7 @@ def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
         "netif": read_fact(target, FileContents, path=freebsd.NETIF_CONF),
         "routing": read_fact(target, FileContents, path=freebsd.ROUTING_CONF),
         "restored": read_fact(target, FileContents, path=freebsd.RESTORED),
+        "timer": read_fact(target, facts.TimerArmed),
         "ifconfig": read_fact(target, facts.Ifconfig),
         **(_downstream_facts(target) if hp.role == "downstream" else {}),
     }

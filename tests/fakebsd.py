@@ -684,6 +684,11 @@ HANDLERS: list[tuple[str, Any]] = [
     (r"test -e (\S+\.ownas-pending) && echo pending; true", Machine.pending),
     (r"test -e (\S+) && echo yes; true", Machine.exists),
     (r"cat (/var/db/ownas/restored) 2>/dev/null; true", Machine.read),
+    (
+        r"pgrep -F (/var/db/ownas/timer\.pid) -f /usr/local/libexec/ownas-restore "
+        r">/dev/null 2>&1 && echo yes; true",
+        Machine.exists,
+    ),
     (r"mkdir -p /var/db/ownas && \{ (.*) \} > /var/db/ownas/run", Machine.record_run),
     (_DISARM + r"; rm -f (/var/db/ownas/run) (/var/db/ownas/restored)", Machine.remove),
     (_DISARM + r"; /bin/sh /usr/local/libexec/ownas-restore", Machine.restore),

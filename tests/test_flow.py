@@ -24,7 +24,8 @@ from tests.inventories import ROOT, host, upstream, write
 READS = re.compile(
     r"^(uname -sr|sysctl -n |getent passwd|echo \"\$SSH_CLIENT\"|for m in |\( test -e |"
     r"test -e .* (sha256sum|&& echo (pending|yes))|env -i /bin/sh|ifconfig$|route -n -6 get|"
-    r"pfctl -s info|pfctl -sr|pfctl -nvf|sockstat |cat /var/db/|service \w+ status|pkg info|"
+    r"pfctl -s info|pfctl -sr|pfctl -nvf|sockstat |cat /var/db/|pgrep |service \w+ status|"
+    r"pkg info|"
     r"vtysh -c 'show|"
     r"/usr/local/sbin/frr-reload\.py --test .*/frr\.conf$|(setfib \d+ )?ping )"
 )
@@ -543,4 +544,16 @@ def test_ways_of_starting_pyinfra_that_would_break_the_order_are_refused(
     assert result.stderr.count(line) == 1  # once, not once per host
     assert "nothing was changed on any host" in result.stderr
     assert "Traceback" not in result.stderr
+    assert actions(log) == []
+
+
+def test_a_host_whose_earlier_change_waits_for_its_timer_is_left_alone(lab: Lab) -> None:
+    """An earlier run armed the timer and was never confirmed (it lost the host): until the
+    timer fires, a new run would have its own files put back by it. Refused, nothing changed."""
+    lab.edit_world(lambda w: w.hosts["vps01"].files.update({"/var/db/ownas/timer.pid": "42"}))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "vps01: the restore timer of an earlier run that was not confirmed still waits" in (
+        result.stderr
+    )
     assert actions(log) == []
