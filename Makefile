@@ -6,15 +6,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# frr: vtysh and FRR's daemons check and run the generated frr.conf; bird2 plays the upstreams;
+# debootstrap builds the Debian 13 root FRR 10 runs from (FRR checks and runs the generated
+# frr.conf; stayrtr serves the lab's ROAs; tasks/lab/debian13.py); bird2 plays the upstreams;
 # openssh carries the deploy (socat into the lab's namespaces); iproute2 and util-linux
-# (unshare, nsenter) build the lab.
-APT_PACKAGES := frr frr-pythontools bird2 openssh-server openssh-client socat iproute2 \
+# (unshare, nsenter) build the lab. Debian 12's own frr (8.4) is not used.
+APT_PACKAGES := debootstrap bird2 openssh-server openssh-client socat iproute2 \
 	util-linux iputils-ping procps python3-venv
+
 # `make demo` keeps its lab apart from one you run yourself (`ownas lab up`, in .lab).
 DEMO := --dir .lab-demo --prefix ownas-demo
 
-.PHONY: all deps system-deps test lint golden demo clean
+.PHONY: all deps system-deps frr10 test lint golden demo clean
 
 all: test
 
@@ -28,7 +30,11 @@ $(BIN)/ownas: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
-deps: system-deps $(BIN)/ownas
+# Built when missing; the wrappers in build/frr10-bin are written every time (cheap).
+frr10: system-deps $(BIN)/ownas
+	$(SUDO) $(BIN)/python -m tasks.lab.debian13
+
+deps: system-deps $(BIN)/ownas frr10
 
 lint: $(BIN)/ownas
 	$(BIN)/ruff check .
@@ -54,4 +60,4 @@ golden: $(BIN)/ownas
 	git diff --stat -- tests/golden
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .lab-demo
+	rm -rf $(VENV) .pytest_cache .ruff_cache .lab-demo build

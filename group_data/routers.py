@@ -25,3 +25,16 @@ upstreams = [
         "prepend": 2,
     },
 ]
+
+# Route origin validation (RPKI): every route an upstream sends whose origin AS the ROAs
+# contradict (RPKI invalid) is rejected; valid and not-found routes pass unchanged. FRR asks the
+# RTR caches below, the lowest preference first; with none answering, routes pass unvalidated.
+rpki = {
+    # A validator ownas runs on the router itself ("routinator" or "fort"), serving RTR on
+    # 127.0.0.1 only; FRR asks it first (preference 1).
+    "validator": "routinator",
+    # Caches elsewhere (address, port, preference): a second opinion when the local one is down.
+    "caches": [
+        {"address": "2001:db8:ffff:3::323", "port": 3323, "preference": 2},
+    ],
+}

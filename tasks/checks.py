@@ -17,7 +17,7 @@ from pyinfra.facts.files import Sha256File
 from tasks import facts, freebsd
 from tasks.facts import peer_lookups, peer_route_problems, route_matches
 from tasks.operations import sha256
-from tasks.plan import MAX_PREFIX_RESTART, HostPlan, Plan, Tunnel
+from tasks.plan import MAX_PREFIX_RESTART, RPKI_ROUTE_MAP, HostPlan, Plan, Tunnel, rtr_caches
 from tasks.preflight import Preflight, read_fact
 
 
@@ -126,6 +126,7 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
         findings += pf_findings(name, found)
     if hp.role == "router":
         findings += _bgp(plan, found)
+        findings += _rpki(plan, found)
     return findings
 
 
@@ -175,6 +176,40 @@ def _bgp(plan: Plan, found: dict[str, Any]) -> list[Finding]:
             findings.append(Finding(f"{label}: {state}, not Established{reason}", waitable=True))
         elif prefix not in found["advertised"].get(peer, []):
             findings.append(Finding(f"{label}: {prefix} is not advertised", waitable=True))
+    return findings
+
+
+def _rpki(plan: Plan, found: dict[str, Any]) -> list[Finding]:
+    """Route origin validation at work: a cache in sync (without one FRR fails open: a
+    warning, the network works unvalidated), and no RPKI invalid route accepted."""
+    rpki = plan.router.rpki
+    if rpki is None:
+        return []
+    name = plan.router.name
+    findings = []
+    if not any(found["rpki_caches"].values()):
+        caches = ", ".join(f"{c.address} port {c.port}" for c in rtr_caches(rpki))
+        findings.append(
+            Finding(
+                f"{name}: RPKI: no RTR cache in sync ({caches}): every route is accepted "
+                "unvalidated until one answers",
+                warning=True,
+            )
+        )
+    invalid = found["rpki_invalid"]
+    if invalid:
+        # FRR misses ROA changes (tasks.freebsd.RPKI_SOFT_IN): the run's own soft reset has
+        # applied the policy again; a ROA that changed since is for the next run. Not the
+        # change's fault, so not a reason to put the files back.
+        shown = ", ".join(invalid[:5]) + (", ..." if len(invalid) > 5 else "")
+        findings.append(
+            Finding(
+                f"{name}: RPKI: {len(invalid)} accepted route(s) are RPKI invalid ({shown}), "
+                f"which {RPKI_ROUTE_MAP} rejects: FRR missed a ROA change; deploy again to "
+                "apply the policy again",
+                warning=True,
+            )
+        )
     return findings
 
 
@@ -236,6 +271,9 @@ def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:
             str(u.peer): host.get_fact(facts.AdvertisedPrefixes, peer=str(u.peer))
             for u in plan.router.upstreams
         }
+        if plan.router.rpki is not None:
+            found["rpki_caches"] = host.get_fact(facts.RpkiCaches)
+            found["rpki_invalid"] = host.get_fact(facts.RpkiInvalidAccepted)
     return found
 
 

@@ -216,7 +216,8 @@ def barrier() -> None:
 def _apply(run: Run, name: str) -> None:
     plan, hp, files, pre = run.plan, run.plan.host(name), run.files[name], run.preflights[name]
     if hp.role == "router":
-        for package in freebsd.PACKAGES:
+        validator = (freebsd.VALIDATORS[hp.validator].package,) if hp.validator else ()
+        for package in (*freebsd.PACKAGES, *validator):
             pkg.install(package=package, name=f"Install {package}")
     operations.kernel_modules(
         modules=list(hp.modules), securelevel=pre.securelevel, name="Load kernel modules"
@@ -249,8 +250,19 @@ def _apply(run: Run, name: str) -> None:
         families=list(hp.forwarding), keep_ra=hp.keep_ra, name="Enable forwarding"
     )
     operations.pf(content=files[freebsd.PF_CONF], deferred=pre.pf_deferred, name="Reload pf")
+    validator = None
+    if hp.validator is not None:
+        validator = (hp.validator, files[freebsd.VALIDATORS[hp.validator].config])
+        operations.rpki_validator(*validator, name=f"Run {hp.validator}")
     if hp.role == "router":
-        operations.frr(content=files[freebsd.FRR_CONF], name="Reload FRR")
+        rpki = plan.router.rpki is not None
+        operations.frr(
+            content=files[freebsd.FRR_CONF],
+            restart_bgpd=pre.restart_bgpd,
+            upstreams=tuple(str(u.peer) for u in plan.router.upstreams) if rpki else (),
+            validator=validator,
+            name="Reload FRR",
+        )
     operations.converged(
         check=checks.checker(plan, hp, pre),
         timeout=plan.network.check_timeout,

@@ -403,21 +403,122 @@ class BgpNeighbors(FactBase):
         }
 
 
-class AdvertisedPrefixes(FactBase):
-    """``show bgp ipv6 neighbors PEER advertised-routes json``: the prefixes we send PEER."""
+class BgpdModules(FactBase):
+    """``show modules`` of bgpd: the names of the modules it loaded (None: bgpd not running).
+
+    A module is loaded only when bgpd starts (``-M rpki``, rc.conf's bgpd_flags); without
+    bgpd_rpki, bgpd refuses the ``rpki`` block and ``match rpki``.
+    """
+
+    command = freebsd.BGPD_MODULES
+
+    @override
+    @staticmethod
+    def default() -> None:
+        return None
+
+    @override
+    def process(self, output: list[str]) -> list[str] | None:
+        # "Module Name  Version  Description", then one module a line, then "pid: N".
+        names = []
+        for line in output:
+            words = line.split()
+            if not words or words[0] in ("Module", "pid:", "from:"):
+                continue
+            names.append(words[0])
+        return names or None
+
+
+class RpkiCaches(FactBase):
+    """``show rpki cache-connection json``: each RTR cache (host port) and whether connected.
+
+    Empty while no cache is in sync (FRR answers with an error object) or without RPKI."""
+
+    command = freebsd.RPKI_CONNECTIONS
+
+    @override
+    @staticmethod
+    def default() -> dict[str, bool]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, bool]:
+        data = json.loads("\n".join(output) or "{}")
+        return {
+            f"{c.get('host')} {c.get('port')}": c.get("state") == "connected"
+            for c in data.get("connections", [])
+            if isinstance(c, dict)
+        }
+
+
+class _Prefixes(FactBase):
+    """The prefixes a vtysh JSON answer keys under ``key`` (none while FRR is not running)."""
+
+    key = ""
 
     @override
     @staticmethod
     def default() -> list[str]:
         return []
 
-    def command(self, peer: str) -> str:
-        return freebsd.advertised_routes(peer)
-
     @override
     def process(self, output: list[str]) -> list[str]:
         data = json.loads("\n".join(output) or "{}")
-        return sorted(data.get("advertisedRoutes", {}))
+        return sorted(data.get(self.key, {}))
+
+
+class RpkiInvalidAccepted(_Prefixes):
+    """``show bgp ipv6 unicast rpki invalid json``: accepted routes FRR judges RPKI invalid."""
+
+    command = freebsd.RPKI_INVALID_ACCEPTED
+    key = "routes"
+
+
+class PolicyCounts(FactBase):
+    """Per upstream: routes ``received`` (Adj-RIB-In), ``accepted``, and ``filtered`` by the
+    inbound policy as it judges them now. While the accepted and the filtered do not add up
+    to the received, some decision is stale (a ROA changed and FRR missed it)."""
+
+    @override
+    @staticmethod
+    def default() -> dict[str, dict[str, int]]:
+        return {}
+
+    def command(self, peers: tuple[str, ...]) -> str:
+        return freebsd.policy_counts(peers)
+
+    @override
+    def process(self, output: list[str]) -> dict[str, dict[str, int]]:
+        sections: dict[str, list[str]] = {}
+        for line in output:
+            if line.startswith("@ "):
+                sections[line[2:].strip()] = []
+            elif sections:
+                sections[list(sections)[-1]].append(line)
+        counts = {}
+        for peer, lines in sections.items():
+            total = [line for line in lines if line.startswith("Total number of prefixes")]
+            text = "\n".join(line for line in lines if line not in total)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError:
+                continue  # no such neighbor, or FRR not running
+            walk = data.get("ribTableWalkCounters", {})
+            counts[peer] = {
+                "received": int(walk.get("Adj-in", 0)),
+                "accepted": int(data.get("pfxCounter", 0)),
+                "filtered": int(total[0].split()[-1]) if total else 0,
+            }
+        return counts
+
+
+class AdvertisedPrefixes(_Prefixes):
+    """``show bgp ipv6 neighbors PEER advertised-routes json``: the prefixes we send PEER."""
+
+    key = "advertisedRoutes"
+
+    def command(self, peer: str) -> str:
+        return freebsd.advertised_routes(peer)
 
 
 class FrrPending(FactBase):

@@ -149,10 +149,11 @@ def _address(value: Any) -> IPAddress:
         address = IPAddress(text)
     except (AddrFormatError, ValueError):
         raise ValueError(f"{text!r} is not an IP address") from None
-    if address.version == 6 and (address.is_ipv4_mapped() or address.is_ipv4_compat()):
-        raise ValueError(f"{text!r} is an IPv4-mapped address; write the IPv4 address")
+    # First: netaddr counts :: and ::1 as IPv4-compatible addresses.
     if address.value == 0 or address.is_loopback() or address.is_multicast():
         raise ValueError(f"{text!r} cannot be used here (unspecified, loopback or multicast)")
+    if address.version == 6 and (address.is_ipv4_mapped() or address.is_ipv4_compat()):
+        raise ValueError(f"{text!r} is an IPv4-mapped address; write the IPv4 address")
     if address.version == 6 and address in IPNetwork("fe80::/10"):
         raise ValueError(f"{text!r} is link-local; ownas needs a global address here")
     return address

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from tasks.plan import Route, Tunnel
 
@@ -38,6 +39,42 @@ RC_CONF_LOCAL = "/etc/rc.conf.local"
 NETIF_CONF = "/etc/rc.conf.d/netif"
 ROUTING_CONF = "/etc/rc.conf.d/routing"
 PACKAGES = ("frr10", "frr10-pythontools")
+
+
+@dataclass(frozen=True)
+class Validator:
+    """An RPKI validator from FreeBSD's packages, as ownas runs it on the router."""
+
+    package: str
+    config: str  # the file ownas writes (listen on 127.0.0.1 only)
+    check: str  # validates a staged config: CONFIG is replaced by its path
+    prepare: str  # what the rc script's check_init requires, made once before the first start
+
+
+VALIDATORS = {
+    # net/routinator 0.15: rc.d/routinator runs `routinator -c CONF server -d --user routinator
+    # --pid-file /var/routinator/routinator.pid --working-dir /var/routinator` and its check_init
+    # wants /var/routinator/tals, which nothing creates (0.15 uses its bundled RIR TALs, ARIN
+    # included: src/tals.rs). repository-dir is mandatory in a config file, unknown keys are
+    # fatal (src/config.rs), and the directory must be the routinator user's to write.
+    "routinator": Validator(
+        package="routinator",
+        config="/usr/local/etc/routinator/routinator.conf",
+        check="routinator -c CONFIG config >/dev/null",
+        prepare="install -d -o routinator -g routinator /var/routinator "
+        "/var/routinator/tals /var/routinator/repository",
+    ),
+    # net/fort 1.6: rc.d/fort runs `fort --configuration-file=CONF --daemon=true` as root; the
+    # port makes /usr/local/etc/fort/tal, empty: `fort --init-tals` fetches the five RIR TALs
+    # (src/init.c, no ARIN prompt since 1.6.0). tal is its only mandatory key (src/config.c).
+    "fort": Validator(
+        package="fort",
+        config="/usr/local/etc/fort/fort-config.json",
+        check="test -s CONFIG",
+        prepare='[ -n "$(ls /usr/local/etc/fort/tal)" ] || '
+        "fort --init-tals --tal /usr/local/etc/fort/tal",
+    ),
+}
 # Suffixes of the staged (validated, not yet installed) and the previous version of a file.
 # Neither ends in ".conf", so the loader never reads them from /boot/loader.conf.d.
 STAGED = ".ownas-new"
@@ -102,6 +139,48 @@ IFCONFIG = "ifconfig"
 PF_INFO = "pfctl -s info 2>/dev/null; true"
 PF_RULES = "pfctl -sr 2>/dev/null; true"
 BGP_NEIGHBORS = "vtysh -c 'show bgp neighbors json' 2>/dev/null; true"
+# The modules the running bgpd loaded (lib/libfrr.c, show modules): -M rpki shows bgpd_rpki.
+BGPD_MODULES = "vtysh -d bgpd -c 'show modules' 2>/dev/null; true"
+RPKI_MODULE = "bgpd_rpki"
+# The RTR sessions (bgpd/bgp_rpki.c, show rpki cache-connection: "connections", each with
+# host, port, preference, state; {"error": ...} while none is in sync).
+RPKI_CONNECTIONS = "vtysh -c 'show rpki cache-connection json' 2>/dev/null; true"
+# Accepted routes FRR judges RPKI invalid (bgpd/bgp_route.c, bgp_show_type_rpki): none while
+# the inbound policy rejects them.
+RPKI_INVALID_ACCEPTED = "vtysh -c 'show bgp ipv6 unicast rpki invalid json' 2>/dev/null; true"
+# The inbound policy applied again to what each upstream sent (Adj-RIB-In, kept by
+# soft-reconfiguration inbound; bgpd.c peer_clear_soft, bgp_soft_reconfig_in): no route
+# refresh, no session reset. FRR 10.3-10.5 lose re-validations when ROAs change (bgp_rpki.c:
+# an overflowing socket drops records, revalidate_single_prefix's events share one slot), so a
+# route can stay accepted though now invalid, or rejected though now valid (seen in the lab).
+RPKI_SOFT_IN = "vtysh -c 'clear bgp ipv6 unicast * soft in'"
+# FRR's RTR sessions started over, once a cache answers (at most 30 s), then the policy again.
+# rtrlib 0.8 keeps asking a restarted cache for its old session ID, which the cache refuses
+# (stayrtr: "Invalid request", seen in the lab), and never syncs again by itself.
+RPKI_RESYNC = (
+    "vtysh -c 'rpki reset'; i=0; "
+    "until vtysh -c 'show rpki cache-connection' | grep -q '(connected)' || [ $i -ge 30 ]; "
+    f"do sleep 1; i=$((i+1)); done; {RPKI_SOFT_IN}"
+)
+
+
+def policy_counts(peers: Iterable[object]) -> str:
+    """Per upstream: what it sent (Adj-RIB-In), what was accepted (prefix-counts), and what the
+    inbound policy filters now (filtered-routes evaluates it against today's ROAs; only its
+    total line is sent back)."""
+    parts = [
+        f"echo '@ {peer}'; "
+        f"vtysh -c 'show bgp ipv6 neighbors {peer} prefix-counts json' 2>/dev/null; "
+        f"vtysh -c 'show bgp ipv6 neighbors {peer} filtered-routes' 2>/dev/null "
+        "| grep '^Total number of prefixes'"
+        for peer in peers
+    ]
+    return "; ".join([*parts, "true"])
+
+
+# Restart bgpd alone, with rc.conf's bgpd_flags (rc.d/frr do_cmd); its loop then runs
+# `vtysh -b`, which loads frr.conf into it. Every BGP session resets: only on request.
+BGPD_RESTART = "service frr restart bgpd"
 LISTENING_SOCKETS = "sockstat -46lLq -P tcp,udp"
 # Every variable /etc/rc.conf sets, as sh sees them (rc.conf is shell).
 RC_CONF_VARIABLES = "env -i /bin/sh -c '. /etc/rc.conf >/dev/null 2>&1; set'"
@@ -168,9 +247,12 @@ def make_parent(path: str) -> str:
     return f"mkdir -p {q(parent)}"
 
 
-def validator(path: str) -> str | None:
+def validator(path: str) -> str:
     """The command that checks a staged ``path`` on the target, by the kind of file it is."""
     new = q(staged(path))
+    for program in VALIDATORS.values():
+        if path == program.config:
+            return program.check.replace("CONFIG", new)
     if path in (PF_CONF, PF_FALLBACK):
         return f"pfctl -nf {new}"
     if path in (FRR_CONF, VTYSH_CONF):
@@ -382,6 +464,11 @@ def pf_reload() -> str:
 
 
 PF_ENABLE = "pfctl -e"
+
+
+def service_restart(name: str) -> str:
+    """For a service whose restart interrupts nothing (an RPKI validator), never FRR or pf."""
+    return f"service {q(name)} restart"
 
 
 def service_start(name: str) -> str:

@@ -23,6 +23,9 @@ DOWNSTREAMS = "downstreams"
 
 # Host data keys that belong to pyinfra (connection settings) rather than to ownas.
 _PYINFRA_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "terraform_")
+# What a run may be asked on pyinfra's command line (--data NAME=yes), not inventory fields:
+# restart bgpd so that it loads its rpki module (tasks.preflight), resetting every session.
+RESTART_BGPD = "restart_bgpd"
 
 
 class InventoryError(Exception):
@@ -75,7 +78,9 @@ class Fields:
             data = {}
         self.data = data
         for key in sorted(str(k) for k in data):
-            if key in self.known or (not strict and key.startswith(_PYINFRA_PREFIXES)):
+            if key in self.known or (
+                not strict and (key.startswith(_PYINFRA_PREFIXES) or key == RESTART_BGPD)
+            ):
                 continue
             guess = difflib.get_close_matches(key, self.known, n=1, cutoff=0.75)
             if strict:
@@ -151,6 +156,30 @@ class Upstream:
         return f"RM-{self.name.upper()}-OUT"
 
 
+# Validators ownas can run on the router, and the port each serves RTR on (127.0.0.1 only, as
+# ownas configures it): FreeBSD packages that serve RTR themselves (net/routinator: 3323, the
+# port its documentation uses; net/fort: 8323, the port's own sample config). rpki-client writes
+# files and serves no RTR. How FreeBSD installs and runs them: tasks.freebsd.VALIDATORS.
+VALIDATOR_PORTS = {"routinator": 3323, "fort": 8323}
+
+
+@dataclass(frozen=True)
+class RtrCache:
+    """An RTR cache (RFC 8210) FRR asks which origin AS may announce a prefix."""
+
+    address: IPAddress
+    port: int
+    preference: int  # FRR's rpki cache preference: the lowest is asked first
+
+
+@dataclass(frozen=True)
+class Rpki:
+    """Route origin validation on the router: where FRR gets validated ROA payloads."""
+
+    caches: tuple[RtrCache, ...]
+    validator: str | None  # one of VALIDATOR_PORTS, run on the router (a cache on 127.0.0.1)
+
+
 @dataclass(frozen=True)
 class Router:
     name: str
@@ -160,6 +189,7 @@ class Router:
     securelevel: int | None
     upstreams: tuple[Upstream, ...]
     extra_bgp_peers: tuple[IPAddress, ...]
+    rpki: Rpki | None = None
 
 
 # How the jails on a downstream's LAN reach the network (README, "Jails"):
@@ -251,7 +281,17 @@ AS_FIELDS = (
     "check_timeout",
     "confirm_timeout",
 )
-ROUTER_FIELDS = ("wan", "loopback", "router_id", "securelevel", "upstreams", "extra_bgp_peers")
+ROUTER_FIELDS = (
+    "wan",
+    "loopback",
+    "router_id",
+    "securelevel",
+    "upstreams",
+    "extra_bgp_peers",
+    "rpki",
+)
+RPKI_FIELDS = ("caches", "validator")
+RTR_CACHE_FIELDS = ("address", "port", "preference", "source")
 WAN_FIELDS = ("interface", "ipv4", "ipv4_gateway", "ipv6", "ipv6_gateway", "ifconfig_options")
 UPSTREAM_FIELDS = (
     "name",
@@ -396,6 +436,38 @@ def _read_router(host: Any, problems: Problems) -> Router:
         securelevel=f.optional("securelevel", _securelevel),
         upstreams=tuple(sorted(upstreams, key=lambda u: str(u.name))),
         extra_bgp_peers=f.optional("extra_bgp_peers", fields.list_of(fields.any_address), ()),
+        rpki=_read_rpki(f),
+    )
+
+
+def _read_rpki(f: Fields) -> Rpki | None:
+    r = f.nested("rpki", RPKI_FIELDS, required=False)
+    if r is None:
+        return None
+    raw_caches = r.optional("caches", _list_of_mappings, ())
+    caches = []
+    for index, raw in enumerate(raw_caches):
+        c = Fields(raw, f"{r.where}.caches[{index}]", f.problems, RTR_CACHE_FIELDS)
+        if "source" in c.data:
+            # FRR 10 parses `source A.B.C.D` but never binds it: bgpd hands rtrlib its own
+            # socket (bgpd/bgp_rpki.c rpki_create_socket, no bind()), and rtrlib binds the
+            # source only to a socket it made itself (rtrlib/transport/tcp/tcp_transport.c).
+            f.problems.add(
+                f"{c.where}.source",
+                "FRR 10 accepts a cache's source address but never uses it (bgpd makes the "
+                "socket without bind()); the router's route to the cache picks the source: "
+                "leave it out",
+            )
+        caches.append(
+            RtrCache(
+                address=c.required("address", fields.any_address),
+                port=c.required("port", fields.integer(1, 65535)),
+                preference=c.required("preference", fields.integer(1, 255)),
+            )
+        )
+    return Rpki(
+        caches=tuple(caches),
+        validator=r.optional("validator", fields.one_of(tuple(VALIDATOR_PORTS))),
     )
 
 

@@ -30,8 +30,10 @@ from tasks.facts import (
     PfFileRules,
     PfRules,
     PfStatus,
+    PolicyCounts,
     ReloadPending,
     RouteLookup,
+    RpkiCaches,
     ServiceRunning,
     SysctlValues,
     peer_lookups,
@@ -304,15 +306,63 @@ def pf(content: str, deferred: bool = False):
     yield from _announce(commands)
 
 
+def _validator_commands(program: str, config: str) -> list[str]:
+    """What runs the router's RPKI validator: nothing while it runs with its config; a start
+    (the first one prepared as its rc script requires); a restart when its config changes,
+    which costs nothing FRR notices (it keeps its ROAs, expire_interval, and asks its other
+    caches meanwhile) but a new RTR session ID."""
+    running = host.get_fact(ServiceRunning, service=program)
+    if running and not _differs(freebsd.VALIDATORS[program].config, config):
+        return []
+    if running:
+        return [freebsd.service_restart(program)]
+    return [freebsd.VALIDATORS[program].prepare, freebsd.service_start(program)]
+
+
 @operation()
-def frr(content: str):
+def rpki_validator(program: str, config: str):
+    """Run the router's RPKI validator (see ``_validator_commands``)."""
+    commands = _validator_commands(program, config)
+    if not commands:
+        host.noop(f"{program} runs with its config")
+        return
+    yield from _announce(commands)
+
+
+@operation()
+def frr(
+    content: str,
+    restart_bgpd: bool = False,
+    upstreams: tuple[str, ...] = (),
+    validator: tuple[str, str] | None = None,
+):
     """Apply frr.conf to the running FRR with frr-reload.py (only the difference, no session
-    reset); start FRR when it is not running. Never ``service frr restart``."""
+    reset); start FRR when it is not running. Never ``service frr restart``; bgpd alone only
+    when the pre-flight found it must load a module and the operator asked for it.
+
+    With RPKI (``upstreams``, the peers whose inbound policy validates): FRR's RTR sessions
+    start over when no cache is in sync or the router's ``validator`` (program, config)
+    (re)starts in this run; the inbound policy is applied again when a decision is stale."""
     if not host.get_fact(ServiceRunning, service="frr"):
         yield from _announce([freebsd.service_start("frr")])
         return
+    if restart_bgpd:
+        yield from _announce([freebsd.BGPD_RESTART])
+        return
+    commands = []
     if _differs(freebsd.FRR_CONF, content) or host.get_fact(FrrPending, path=freebsd.FRR_CONF):
-        yield from _announce([freebsd.frr_reload()])
+        commands.append(freebsd.frr_reload())
+    if upstreams:
+        validator_starts = validator is not None and _validator_commands(*validator)
+        if validator_starts or not any(host.get_fact(RpkiCaches).values()):
+            commands.append(freebsd.RPKI_RESYNC)
+        elif any(
+            c["accepted"] + c["filtered"] != c["received"]
+            for c in host.get_fact(PolicyCounts, peers=upstreams).values()
+        ):
+            commands.append(freebsd.RPKI_SOFT_IN)
+    if commands:
+        yield from _announce(commands)
         return
     host.noop("the running FRR matches frr.conf")
 

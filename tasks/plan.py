@@ -14,7 +14,16 @@ from typing import Any
 from netaddr import IPAddress, IPNetwork
 
 from tasks import fields
-from tasks.model import Downstream, Network, Problems, Router, build
+from tasks.model import (
+    VALIDATOR_PORTS,
+    Downstream,
+    Network,
+    Problems,
+    Router,
+    Rpki,
+    RtrCache,
+    build,
+)
 
 # FreeBSD's default MTUs: GIF_MTU (sys/net/if_gif.h) and GREMTU (sys/net/if_gre.h).
 DEFAULT_MTU = {"gif": 1280, "gre": 1476}
@@ -25,6 +34,12 @@ MAX_MTU = {"gif": 1480, "gre": 1476}
 MSS_OVERHEAD = 60
 # The aggregate's reject route, named as in the reference (ipv6_route_myblock).
 AGGREGATE_ROUTE = "myblock"
+# The router's own validator, as FRR reaches it: on loopback (nothing new may reach the
+# router), asked before any other cache.
+VALIDATOR_ADDRESS = IPAddress("127.0.0.1")
+VALIDATOR_PREFERENCE = 1
+# The inbound route-map of every upstream when RPKI is on: rejects RPKI invalid routes.
+RPKI_ROUTE_MAP = "RM-UPSTREAM-IN"
 # Minutes FRR waits before it reconnects an upstream that sent more than its max_prefixes
 # (maximum-prefix ... restart): the session comes back by itself once the peer behaves.
 MAX_PREFIX_RESTART = 15
@@ -118,6 +133,7 @@ class HostPlan:
     ipv6_uplink: str | None = None
     ipv6_gateway: IPAddress | None = None
     keep_ra: bool = False
+    validator: str | None = None  # the RPKI validator the host runs (rpki.validator)
 
 
 @dataclass(frozen=True)
@@ -206,6 +222,7 @@ def _router_plan(network: Network) -> HostPlan:
         fibs=1,
         modules=_modules(tunnels),
         securelevel=router.securelevel,
+        validator=router.rpki.validator if router.rpki else None,
     )
 
 
@@ -329,6 +346,7 @@ def check(network: Network, problems: Problems) -> None:
     _check_prefix(network, problems)
     _check_router(network, problems)
     _check_upstreams(network, problems)
+    _check_rpki(network, problems)
     _check_downstreams(network, problems)
     _check_interfaces(network, problems)
 
@@ -456,6 +474,48 @@ def _check_upstreams(network: Network, problems: Problems) -> None:
             )
         elif upstream.peer == wan.ipv6.ip:
             problems.add(f"{where}.peer", f"{upstream.peer} is the router's own WAN address")
+
+
+def rtr_caches(rpki: Rpki) -> tuple[RtrCache, ...]:
+    """The caches FRR asks, in order of preference: the router's own validator first."""
+    local = ()
+    if rpki.validator is not None:
+        port = VALIDATOR_PORTS[rpki.validator]
+        local = (RtrCache(VALIDATOR_ADDRESS, port, VALIDATOR_PREFERENCE),)
+    return tuple(sorted(local + rpki.caches, key=lambda cache: cache.preference))
+
+
+def _check_rpki(network: Network, problems: Problems) -> None:
+    router = network.router
+    rpki = router.rpki
+    if rpki is None:
+        return
+    where = f"{router.name}.rpki"
+    if not rpki.caches and rpki.validator is None and not problems.about(where):
+        problems.add(where, "needs at least one cache or a validator")
+    seen: dict[int, str] = {}
+    if rpki.validator is not None:
+        seen[VALIDATOR_PREFERENCE] = f"the router's own {rpki.validator} (rpki.validator)"
+    endpoints: dict[tuple[Any, int], int] = {}
+    for index, cache in enumerate(rpki.caches):
+        here = f"{where}.caches[{index}]"
+        if cache.preference is not None:
+            if cache.preference in seen:
+                problems.add(
+                    f"{here}.preference",
+                    f"{cache.preference} is already {seen[cache.preference]}: each cache "
+                    "needs its own preference (the lowest is asked first)",
+                )
+            else:
+                seen[cache.preference] = f"the preference of caches[{index}]"
+        if cache.address is not None and cache.port is not None:
+            key = (cache.address, cache.port)
+            if key in endpoints:
+                problems.add(
+                    f"{here}.address",
+                    f"{cache.address} port {cache.port} is caches[{endpoints[key]}] again",
+                )
+            endpoints.setdefault(key, index)
 
 
 def _planned_space(network: Network, address: Any) -> str | None:

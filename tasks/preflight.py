@@ -18,6 +18,7 @@ from pyinfra.context import ctx_host
 from pyinfra.facts.files import FileContents
 
 from tasks import facts, freebsd
+from tasks.model import RESTART_BGPD
 from tasks.plan import HostPlan, Plan
 
 MIN_MAJOR = 14
@@ -43,6 +44,8 @@ class Preflight:
     needs_reboot: tuple[str, ...] = field(default=())
     # The host's record of an earlier restore, as the run found it (reported first).
     restored: str | None = None
+    # The running bgpd lacks the rpki module and the operator asked for its restart.
+    restart_bgpd: bool = False
 
 
 def assignments(lines: list[str] | None) -> dict[str, str]:
@@ -190,6 +193,10 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
             + " stay as they are"
         )
 
+    restart_bgpd = False
+    if hp.role == "router" and plan.router.rpki is not None:
+        restart_bgpd = _rpki_module(name, found, problems, notes)
+
     old_netif = assignments(found["netif"])
     old_tunnels = _words(old_netif.get("cloned_interfaces", ""), "cloned_interfaces")
     planned_tunnels = {t.interface for t in hp.tunnels}
@@ -217,7 +224,32 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         old_loopback=loopback,
         needs_reboot=reboot,
         restored=found["restored"][0] if found.get("restored") else None,
+        restart_bgpd=restart_bgpd,
     )
+
+
+def _rpki_module(name: str, found: dict[str, Any], problems: list[str], notes: list[str]) -> bool:
+    """A running bgpd without its rpki module cannot take frr.conf's rpki block (it refuses
+    `rpki`, and vtysh skips the rest of the file after it): a module loads only when bgpd
+    starts (lib/libfrr.c, -M), and restarting bgpd resets every BGP session. So it happens
+    only when asked for; whether to restart bgpd is the answer."""
+    modules = found.get("bgpd_modules")
+    if modules is None or freebsd.RPKI_MODULE in modules:
+        return False  # FRR not running (its first start reads bgpd_flags), or loaded
+    asked = found.get(RESTART_BGPD)
+    if asked == "yes":
+        notes.append(
+            f"{name}: bgpd restarts to load its rpki module (--data {RESTART_BGPD}=yes): "
+            "every BGP session resets once"
+        )
+        return True
+    problems.append(
+        f"{name}: RPKI needs bgpd's rpki module, which the running bgpd did not load (-M rpki "
+        "is read when bgpd starts): deploy with --data restart_bgpd=yes at a quiet moment to "
+        "restart bgpd (every BGP session resets once), or leave rpki out"
+        + (f" ({RESTART_BGPD} is {asked!r}, not 'yes')" if asked is not None else "")
+    )
+    return False
 
 
 def _wan_problems(plan: Plan, hp: HostPlan, ifconfig: dict[str, Any]) -> list[str]:
@@ -337,6 +369,14 @@ def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
         "timer": read_fact(target, facts.TimerArmed),
         "ifconfig": read_fact(target, facts.Ifconfig),
         **(_downstream_facts(target) if hp.role == "downstream" else {}),
+        **(_router_facts(target) if hp.role == "router" else {}),
+    }
+
+
+def _router_facts(target: Any) -> dict[str, Any]:
+    return {
+        "bgpd_modules": read_fact(target, facts.BgpdModules),
+        RESTART_BGPD: target.data.get(RESTART_BGPD),
     }
 
 

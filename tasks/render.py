@@ -15,14 +15,17 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from netaddr import IPAddress, IPNetwork
 
 from tasks import fields, freebsd
-from tasks.model import Downstream, Service
+from tasks.model import VALIDATOR_PORTS, Downstream, Service
 from tasks.plan import (
     MAX_PREFIX_RESTART,
+    RPKI_ROUTE_MAP,
+    VALIDATOR_ADDRESS,
     HostPlan,
     Plan,
     bogon_asn_filter,
     bogon_filter,
     rc_name,
+    rtr_caches,
 )
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -153,6 +156,8 @@ def files_for(host: HostPlan) -> tuple[str, ...]:
     files = list(COMMON_FILES)
     if host.role == "router":
         files += ROUTER_FILES
+    if host.validator is not None:
+        files += [f"/etc/rc.conf.d/{host.validator}", freebsd.VALIDATORS[host.validator].config]
     if host.securelevel is not None:
         files.append(SECURELEVEL_FILE)
     if host.fibs > 1:
@@ -174,6 +179,14 @@ def _context(plan: Plan, host: HostPlan) -> dict[str, Any]:
         context["bogon_asn_filter"] = bogon_asn_filter()
         context["max_prefix_restart"] = MAX_PREFIX_RESTART
         context["bgp_peers"] = _wan_bgp_peers(plan)
+        context["rpki"] = rpki = network.router.rpki
+        context["rtr_caches"] = rtr_caches(rpki) if rpki else ()
+        context["rpki_route_map"] = RPKI_ROUTE_MAP
+        if host.validator is not None:
+            port = VALIDATOR_PORTS[host.validator]
+            context["validator_address"] = VALIDATOR_ADDRESS
+            context["validator_port"] = port
+            context["validator_listen"] = f"{VALIDATOR_ADDRESS}:{port}"
     else:
         context["downstream"] = downstream = network.downstream(host.name)
         context["services"] = service_rules(downstream)

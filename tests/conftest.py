@@ -1,14 +1,25 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tasks.lab import debian13
 from tasks.model import InventoryError
 from tasks.plan import Plan
 from tests import inventories
+
+
+def pytest_report_header() -> str:
+    """The FRR every FRR check here runs (the Debian 13 root's; FreeBSD's pkg ships 10.4/10.5)."""
+    if not debian13.ready():
+        return "FRR: missing (the Debian 13 root is not built: make deps)"
+    vtysh = subprocess.run([str(debian13.BIN / "vtysh"), "-h"], capture_output=True, text=True)
+    shell = next((line for line in vtysh.stdout.splitlines() if "version" in line), "?")
+    return f"FRR: {debian13.version()}; vtysh: {shell.strip()} ({debian13.ROOT})"
 
 
 @pytest.fixture

@@ -15,18 +15,20 @@ JSON file, so a test can run the deploy several times and inspect what happened.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netaddr import IPAddress, IPNetwork
 
-from tasks.lab import pf
+from tasks.lab import debian13, pf
 
 MISSING = "__pyinfra_missing_"
 FORWARDING = ("net.inet6.ip6.forwarding", "net.inet.ip.forwarding")
@@ -69,6 +71,10 @@ class Host:
     services: list[str] = field(default_factory=list)
     frr_running: str | None = None  # the configuration FRR runs
     frr_connections: dict[str, int] = field(default_factory=dict)
+    bgpd_modules: list[str] = field(default_factory=list)  # what bgpd loaded when it started
+    rtr_down: bool = False  # no RTR cache answers
+    rpki_invalid: list[str] = field(default_factory=list)  # accepted routes FRR says are invalid
+    policy_stale: bool = False  # a ROA changed and FRR did not apply the policy again
     fail: list[str] = field(default_factory=list)  # command prefixes that must fail
     # Listening sockets: [proto, address, port, command] (sockstat -l).
     sockets: list[list[Any]] = field(default_factory=lambda: [["tcp", "*", 22, "sshd"]])
@@ -364,7 +370,8 @@ class Machine:
         return self.ok()
 
     def validate_real(self, path):
-        """sh -n, vtysh --dryrun and grep are real here: run the very command on a copy."""
+        """sh -n, vtysh --dryrun and grep are real here: run the very command on a copy (in
+        /tmp, where FRR 10's vtysh from the Debian 13 root sees it too)."""
         content = self.host.files.get(path)
         if content is None:
             return False, [], [f"{path}: No such file or directory"]
@@ -372,7 +379,13 @@ class Machine:
             copy.write(content)
             copy.flush()
             command = self.command.replace(path, copy.name)
-            result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+            path_with_frr10 = f"{debian13.BIN}:{os.environ['PATH']}"
+            result = subprocess.run(
+                ["sh", "-c", command],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PATH": path_with_frr10},
+            )
         return result.returncode == 0, result.stdout.splitlines(), result.stderr.splitlines()
 
     def validate_pf(self, path):
@@ -611,9 +624,11 @@ class Machine:
                     [],
                     ["frr does not exist in /etc/rc.d or the local startup directories"],
                 )
-            self.host.frr_running = self.host.files.get("/usr/local/etc/frr/frr.conf", "")
-            for peer in re.findall(r"^ neighbor (\S+) remote-as", self.host.frr_running, re.M):
-                self.host.frr_connections[peer] = self.host.frr_connections.get(peer, 0) + 1
+            self._start_bgpd()
+        elif service in ("routinator", "fort"):
+            if service not in self.host.packages:
+                return False, [], [f"{service} does not exist in /etc/rc.d"]
+            self.host.services.append(service)
         elif service == "pflog":
             if "pflog" not in self.host.modules:
                 return False, [], ["kldload: can't load pflog: Operation not permitted"]
@@ -625,7 +640,88 @@ class Machine:
     def frr_reload(self):
         if not self.host.frr_running:
             return False, [], ["vtysh: failed to connect to any daemons."]
-        self.host.frr_running = self.host.files["/usr/local/etc/frr/frr.conf"]
+        new = self.host.files["/usr/local/etc/frr/frr.conf"]
+        if re.search(r"^rpki$", new, re.M) and "bgpd_rpki" not in self.host.bgpd_modules:
+            # bgpd without its module refuses the block; vtysh then stops reading the file.
+            return False, [], ["% [BGP] Unknown command: rpki"]
+        self.host.frr_running = new
+        return self.ok()
+
+    def _start_bgpd(self):
+        """bgpd (re)starts: modules from rc.conf's bgpd_flags, every session anew."""
+        fragment = self.host.files.get("/etc/rc.conf.d/frr", "")
+        flags = rc_values(fragment, "bgpd_flags")["bgpd_flags"].split()
+        self.host.bgpd_modules = ["libfrr", "bgpd"] + [
+            f"bgpd_{flags[i + 1]}" for i, word in enumerate(flags[:-1]) if word == "-M"
+        ]
+        self.host.frr_running = self.host.files.get("/usr/local/etc/frr/frr.conf", "")
+        for peer in re.findall(r"^ neighbor (\S+) remote-as", self.host.frr_running, re.M):
+            self.host.frr_connections[peer] = self.host.frr_connections.get(peer, 0) + 1
+
+    def bgpd_restart(self):
+        if not self.host.frr_running:
+            return False, [], ["bgpd not running? (check /var/run/frr/bgpd.pid)."]
+        self._start_bgpd()
+        return self.ok()
+
+    def bgpd_modules(self):
+        if not self.host.frr_running:
+            return self.ok()
+        rows = [f"{name:<12} 10.5.1" for name in self.host.bgpd_modules]
+        return self.ok("Module information for bgpd:", "Module Name  Version", "", *rows, "pid: 9")
+
+    def rpki_connections(self):
+        caches = re.findall(
+            r"^ rpki cache tcp (\S+) (\d+) preference (\d+)$", self.host.frr_running or "", re.M
+        )
+        if not caches or self.host.rtr_down:
+            return self.ok('{"error":"No connection to RPKI cache server."}')
+        connections = [
+            {"mode": "tcp", "host": h, "port": p, "preference": int(n), "state": "connected"}
+            for h, p, n in caches
+        ]
+        return self.ok(json.dumps({"connectedGroup": 1, "connections": connections}))
+
+    def rpki_invalid_accepted(self):
+        routes = {prefix: [{"rpkiInvalid": True}] for prefix in self.host.rpki_invalid}
+        return self.ok(json.dumps({"routes": routes}))
+
+    def soft_in(self):
+        self.host.rpki_invalid = []
+        self.host.policy_stale = False
+        return self.ok()
+
+    def rpki_resync(self):
+        return self.soft_in()
+
+    def policy_counts(self):
+        """Each upstream sent 20 routes: 5 accepted, 15 filtered, unless a decision is stale."""
+        lines = []
+        for peer in re.findall(r"echo '@ (\S+)'", self.command):
+            if peer not in self._sessions():
+                continue
+            accepted = 6 if self.host.policy_stale else 5
+            counts = {"pfxCounter": accepted, "ribTableWalkCounters": {"Adj-in": 20}}
+            lines += [f"@ {peer}", json.dumps(counts), "Total number of prefixes 15"]
+        return self.ok(*lines)
+
+    def validate_routinator(self, path):
+        """routinator -c FILE config: repository-dir is mandatory, unknown keys are fatal
+        (routinator src/config.rs)."""
+        try:
+            config = tomllib.loads(self.host.files.get(path, ""))
+        except tomllib.TOMLDecodeError as error:
+            return False, [], [str(error)]
+        if "repository-dir" not in config or set(config) - {"repository-dir", "rtr-listen"}:
+            return False, [], [f"Failed in config file {path}"]
+        return self.ok()
+
+    def validator_prepare(self, _command):
+        return self.ok()
+
+    def service_restart(self, service):
+        if service not in self.host.services:
+            return False, [], [f"{service} not running?"]
         return self.ok()
 
     def pkg_install(self, package):
@@ -712,6 +808,25 @@ HANDLERS: list[tuple[str, Any]] = [
         Machine.frr_reload,
     ),
     (r"pkg install -y -- (\S+)", Machine.pkg_install),
+    (r"vtysh -d bgpd -c 'show modules' 2>/dev/null; true", Machine.bgpd_modules),
+    (r"vtysh -c 'show rpki cache-connection json' 2>/dev/null; true", Machine.rpki_connections),
+    (
+        r"vtysh -c 'show bgp ipv6 unicast rpki invalid json' 2>/dev/null; true",
+        Machine.rpki_invalid_accepted,
+    ),
+    (r"vtysh -c 'clear bgp ipv6 unicast \* soft in'", Machine.soft_in),
+    (r"vtysh -c 'rpki reset'; i=0; until .* soft in'", Machine.rpki_resync),
+    (r"echo '@ .*; true", Machine.policy_counts),
+    (r"service frr restart bgpd", Machine.bgpd_restart),
+    (r"service (routinator|fort) restart", Machine.service_restart),
+    (r"routinator -c (\S+) config >/dev/null" + _REFUSED, Machine.validate_routinator),
+    (r"test -s (\S+)" + _REFUSED, Machine.validate_real),
+    (
+        r"(install -d -o routinator -g routinator /var/routinator /var/routinator/tals "
+        r"/var/routinator/repository|\[ -n \"\$\(ls /usr/local/etc/fort/tal\)\" \] \|\| "
+        r"fort --init-tals --tal /usr/local/etc/fort/tal)",
+        Machine.validator_prepare,
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tasks import freebsd
 from tests.fakebsd import Host, Iface, World
 from tests.inventories import ROOT, host, upstream, write
 
@@ -25,8 +26,8 @@ READS = re.compile(
     r"^(uname -sr|sysctl -n |getent passwd|echo \"\$SSH_CLIENT\"|for m in |\( test -e |"
     r"test -e .* (sha256sum|&& echo (pending|yes))|env -i /bin/sh|ifconfig$|route -n -6 get|"
     r"pfctl -s info|pfctl -sr|pfctl -nvf|sockstat |cat /var/db/|pgrep |service \w+ status|"
-    r"pkg info|"
-    r"vtysh -c 'show|"
+    r"pkg info|echo '@ |"
+    r"vtysh (-d bgpd )?-c 'show|"
     r"/usr/local/sbin/frr-reload\.py --test .*/frr\.conf$|(setfib \d+ )?ping )"
 )
 
@@ -557,3 +558,56 @@ def test_a_host_whose_earlier_change_waits_for_its_timer_is_left_alone(lab: Lab)
         result.stderr
     )
     assert actions(log) == []
+
+
+# --- RPKI -----------------------------------------------------------------------------------
+
+
+def test_no_rtr_cache_is_a_warning_and_frr_starts_its_rtr_sessions_over(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    lab.edit_world(lambda w: setattr(w.hosts["router01"], "rtr_down", True))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert "router01: RPKI: no RTR cache in sync (127.0.0.1 port 3323, " in result.stderr
+    assert [c for c in actions(log, "router01")] == [freebsd.RPKI_RESYNC]
+    assert lab.world.hosts["router01"].frr_connections == {
+        "2001:db8:300::1": 1,
+        "2001:db8:100::ff": 1,
+    }
+
+
+def test_a_stale_rpki_decision_gets_the_policy_again_without_a_reset(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    lab.edit_world(lambda w: setattr(w.hosts["router01"], "policy_stale", True))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert actions(log, "router01") == [freebsd.RPKI_SOFT_IN]
+    assert not lab.world.hosts["router01"].policy_stale
+
+
+def test_rpki_on_a_running_bgpd_without_its_module_needs_a_restart_asked_for(
+    lab: Lab, ref: dict[str, Any]
+) -> None:
+    # None, not left out: pyinfra also reads the project's own group_data (the deploy's folder).
+    rpki, ref["routers"]["rpki"] = ref["routers"]["rpki"], None
+    assert lab.deploy("-y")[0].returncode == 0
+    assert lab.world.hosts["router01"].bgpd_modules == ["libfrr", "bgpd"]
+    ref["routers"]["rpki"] = rpki
+    before = lab.world.hosts
+    result, log = lab.deploy("-y")
+    assert result.returncode != 0
+    assert "router01: RPKI needs bgpd's rpki module" in result.stderr
+    assert actions(log) == []
+    assert lab.world.hosts == before
+
+    result, log = lab.deploy("-y", "--data", "restart_bgpd=yes")
+    assert result.returncode == 0, result.stderr
+    assert "router01: bgpd restarts to load its rpki module" in result.stderr
+    router = actions(log, "router01")
+    assert "service frr restart bgpd" in router
+    assert not [c for c in router if "frr-reload.py --reload" in c]
+    assert lab.world.hosts["router01"].bgpd_modules == ["libfrr", "bgpd", "bgpd_rpki"]
+    assert lab.world.hosts["router01"].frr_connections == {
+        "2001:db8:300::1": 2,
+        "2001:db8:100::ff": 2,
+    }

@@ -1,9 +1,9 @@
-"""The generated frr.conf is parsed by real FRR (Debian's frr package, installed by make test)."""
+"""The generated frr.conf is parsed by real FRR 10 (Debian 13's frr, from the root that make test
+builds: tasks/lab/debian13.py)."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,11 +11,12 @@ import pytest
 
 from tasks.fields import bogons
 from tasks.inventory import load_inventory
+from tasks.lab import debian13
 from tasks.plan import asn_regex, bogon_asn_filter, load
 from tasks.render import render_host
 from tests.inventories import ROOT, upstream
 
-VTYSH = shutil.which("vtysh") or "/usr/bin/vtysh"
+VTYSH = debian13.BIN / "vtysh"
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,8 @@ def frr_conf(tmp_path_factory) -> Path:
 
 
 def dryrun(path: Path) -> subprocess.CompletedProcess[str]:
-    assert Path(VTYSH).exists(), "vtysh is missing: `make test` installs Debian's frr package"
-    return subprocess.run([VTYSH, "--dryrun", "-f", str(path)], capture_output=True, text=True)
+    debian13.require()
+    return subprocess.run([str(VTYSH), "--dryrun", "-f", str(path)], capture_output=True, text=True)
 
 
 def test_vtysh_accepts_the_generated_config(frr_conf):

@@ -17,20 +17,19 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tasks.lab import running, status
+from tasks.lab import debian13, running, status
 from tasks.lab.lab import Lab, LabError
+from tasks.lab.topology import ACCEPTED
 from tests.inventories import ROOT
 
 PREFIX = "2a06:9801:1c::/48"
 VPS_ADDRESS = "2a06:9801:1c:1000::1"  # vps01's own address in its delegation (lo0)
-SAMPLE = tomllib.loads((ROOT / "tasks/data/lab_sample.toml").read_text())
 # Stand-in commands that change a host; everything else they answer only reads.
 ACTIONS = re.compile(
     r"^(kldload|sysctl \S+=|ifconfig \S+ |route -6 |pfctl -(f|e)|service \S+ start|pkg install)"
@@ -137,12 +136,12 @@ def test_the_first_deploy_converges(lab: Lab) -> None:
     assert list(lagrange) == [PREFIX]
     assert lagrange[PREFIX]["as_path"] == [201379, 201379, 201379]
 
-    valid = set(SAMPLE["valid"]["prefixes"])
-    refused = {
-        p
-        for kind in ("bogon", "too_specific", "too_short", "default")
-        for p in SAMPLE[kind]["prefixes"]
-    } | set(SAMPLE["bogon_asn"]["paths"])
+    # Accepted: RPKI valid and not found; rejected: bogons, bogon ASNs, too long or short, the
+    # default, RPKI invalid (by origin, by maxLength).
+    sample = found["sample"]
+    valid = {p for kind in ACCEPTED for p in sample[kind]}
+    refused = {p for kind in sample if kind not in (*ACCEPTED, "own") for p in sample[kind]}
+    assert {"rpki_invalid_origin", "rpki_invalid_length", "bogon_asn"} <= set(sample)
     for upstream, seen in found["filtering"].items():
         assert valid | refused <= set(seen["received"]), upstream
         assert set(seen["accepted"]) == valid, upstream
@@ -167,6 +166,105 @@ def test_a_second_run_changes_nothing_and_resets_no_session(lab: Lab) -> None:
         assert actions(log(lab, host)[count:]) == [], host
     assert outcome(result, "Router | Reload FRR", "router01") == "No changes"
     assert files(lab) == hashes
+    assert established(status.gather(lab)) == before
+
+
+def vtysh_json(lab: Lab, command: str) -> dict[str, Any]:
+    return json.loads(lab.vtysh("router01", command).stdout)
+
+
+def wait_for(condition, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(1)
+    return False
+
+
+def in_sync(lab: Lab) -> bool:
+    connections = vtysh_json(lab, "show rpki cache-connection json").get("connections", [])
+    return any(c["state"] == "connected" for c in connections)
+
+
+def accepted(lab: Lab) -> set[str]:
+    return set(vtysh_json(lab, "show bgp ipv6 unicast json")["routes"])
+
+
+def roa_table(lab: Lab) -> set[tuple[str, int]]:
+    table = vtysh_json(lab, "show rpki prefix-table json").get("prefixes", [])
+    return {(p["prefix"], p["asn"]) for p in table}
+
+
+def test_rpki_rejects_exactly_the_invalid_routes(lab: Lab) -> None:
+    """Valid and not found pass, invalid by origin and by maxLength do not; the router's own
+    routinator (stayrtr in its place) is the cache FRR asks first."""
+    found = status.gather(lab)
+    for upstream, seen in found["filtering"].items():
+        assert seen["rpki"] == {
+            "valid": 3,
+            "not_found": 2,
+            "invalid_accepted": 0,
+            # the two RPKI kinds, and the two too-long routes inside Google's and Cloudflare's
+            # ROAs (maxLength 48), which are refused for their length as well
+            "invalid_rejected": 4,
+        }, upstream
+        for kind in ("rpki_invalid_origin", "rpki_invalid_length"):
+            assert set(found["sample"][kind]) <= set(seen["rejected"])
+    caches = {c["cache"]: c for c in found["rpki"]}
+    assert caches["127.0.0.1 3323"]["state"] == "connected"
+    assert caches["127.0.0.1 3323"]["lab"] == "stayrtr on router01 in place of routinator"
+    assert "RPKI invalid (origin):" in status.report(found)
+
+
+def test_a_roa_change_is_applied_by_the_next_deploy_without_a_session_reset(
+    lab: Lab,
+) -> None:
+    """FRR 10.3 may keep a route a new ROA makes invalid, or keep rejecting one a withdrawn
+    ROA makes not found; the deploy finds the stale decision (received != accepted + what the
+    policy filters now) and applies the policy again from Adj-RIB-In."""
+    before = established(status.gather(lab))
+    roas = lab.dir / debian13.ROAS
+    original = roas.read_text()
+    hijack = {"prefix": "2620:fe::/48", "maxLength": 48, "asn": 99999}
+    data = json.loads(original)
+    roas.write_text(json.dumps({"roas": [*data["roas"], hijack]}))
+    try:
+        assert wait_for(lambda: ("2620:fe::", 99999) in roa_table(lab))
+        result = deploy(lab, "-y")
+        assert result.returncode == 0, output(result)
+        assert wait_for(lambda: "2620:fe::/48" not in accepted(lab), 15)
+    finally:
+        roas.write_text(original)
+    assert wait_for(lambda: ("2620:fe::", 99999) not in roa_table(lab))
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    assert wait_for(lambda: "2620:fe::/48" in accepted(lab), 15)
+    assert established(status.gather(lab)) == before
+
+
+def test_without_any_rtr_cache_the_sessions_stay_and_the_deploy_brings_rtr_back(
+    lab: Lab,
+) -> None:
+    before = established(status.gather(lab))
+    routes = accepted(lab)
+    external = next(iter(lab.state()["caches"]))
+    validators = json.loads((lab.host_dir("router01") / "state.json").read_text())["validators"]
+    lab.stop_cache(external)
+    lab.run_in("router01", ["kill", str(validators["routinator"])])
+    assert wait_for(lambda: not in_sync(lab), 30)
+    time.sleep(3)
+    # FRR fails open and keeps what it has: nothing is withdrawn, no session resets.
+    assert accepted(lab) == routes
+    assert established(status.gather(lab)) == before
+
+    lab.start_cache(external)
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    router = actions(log(lab, "router01"))
+    assert "service routinator start" in router  # the deploy restarts the validator
+    assert in_sync(lab)  # ...and FRR's RTR sessions start over (`rpki reset`)
+    assert accepted(lab) == routes
     assert established(status.gather(lab)) == before
 
 
@@ -266,7 +364,7 @@ def test_a_file_that_fails_validation_is_not_installed(
 
     before = status.gather(lab)
     sessions = established(before)
-    running = lab.run_in("router01", ["vtysh", "-c", "show running-config"]).stdout
+    running = lab.vtysh("router01", "show running-config").stdout
     rules = json.loads((lab.host_dir("router01") / "state.json").read_text())["pf"]["rules"]
     hashes = files(lab)
     count = len(log(lab, "router01"))
@@ -277,7 +375,7 @@ def test_a_file_that_fails_validation_is_not_installed(
     assert actions(log(lab, "router01")[count:]) == []
     changed = {path for path, digest in files(lab).items() if hashes.get(path) != digest}
     assert all(path.endswith(".ownas-new") for path in changed), changed  # only the staged
-    assert lab.run_in("router01", ["vtysh", "-c", "show running-config"]).stdout == running
+    assert lab.vtysh("router01", "show running-config").stdout == running
     state = json.loads((lab.host_dir("router01") / "state.json").read_text())
     assert state["pf"]["rules"] == rules
     assert established(status.gather(lab)) == sessions

@@ -27,4 +27,6 @@ def test_the_reference_topology(ref, plan_for):
     assert topology.controller == "198.51.100.100"  # the first trusted source
     assert topology.sample["own"] == ["2a06:9801:1c::/48"]
     assert topology.paths["2a0c:b640::/29"] == [3356, 23456]
-    assert set(topology.paths) <= set(topology.sample["bogon_asn"])
+    # Paths for bogon ASNs, and the real origins behind the RPKI kinds.
+    kinds = ("bogon_asn", "valid", "not_found", "rpki_invalid_origin", "rpki_invalid_length")
+    assert set(topology.paths) == {p for kind in kinds for p in topology.sample[kind]}

@@ -68,7 +68,7 @@ def _names(listing: str) -> set[str]:
 
 def test_every_fragment_parses(rendered):
     files = _rc_files(rendered)
-    assert len(files) == 14  # 8 on router01, 6 on vps01
+    assert len(files) == 15  # 9 on router01, 6 on vps01
     for path in files:
         result = subprocess.run([SH, "-n", str(path)], capture_output=True, text=True)
         assert result.returncode == 0, f"{path}: {result.stderr}"
@@ -114,7 +114,12 @@ ROUTER = {
         "pf_fallback_rules_file": "/etc/pf-fallback.conf",
     },
     "etc/rc.conf.d/pflog": {"pflog_enable": "YES"},
-    "etc/rc.conf.d/frr": {"frr_enable": "YES", "frr_daemons": "mgmtd zebra staticd bgpd"},
+    "etc/rc.conf.d/frr": {
+        "frr_enable": "YES",
+        "frr_daemons": "mgmtd zebra staticd bgpd",
+        "bgpd_flags": "-A 127.0.0.1 -M rpki",
+    },
+    "etc/rc.conf.d/routinator": {"routinator_enable": "YES"},
     "etc/rc.conf.d/securelevel": {"kern_securelevel_enable": "YES", "kern_securelevel": "2"},
 }
 

@@ -1,10 +1,11 @@
 """PID 1 of a lab namespace: mount the host's own files, then reap every process until stopped.
 
 Started by the lab as ``unshare --pid --kill-child --mount --uts`` inside the host's network
-namespace, so each lab host has its own /etc, /usr/local, /boot, /var/db and /run/frr, its own
-hostname, a process tree the lab ends at once: stopping this process ends every process in the
-namespace (sshd, the sessions pyinfra opens, FRR or BIRD). Being PID 1, it also reaps the
-daemons that double-fork away from their parent, so none is left a zombie.
+namespace, so each lab host has its own /etc, /usr/local, /boot, /var/db and /run/frr (also
+inside the Debian 13 root FRR 10 runs from: tasks.lab.debian13), its own hostname, a process
+tree the lab ends at once: stopping this process ends every process in the namespace (sshd, the
+sessions pyinfra opens, FRR or BIRD). Being PID 1, it also reaps the daemons that double-fork
+away from their parent, so none is left a zombie.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def setup(config: dict) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", directory], check=True)
         subprocess.run(["chown", config["private"][directory], directory], check=True)
+    for directory in config.get("tmpfs", []):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", directory], check=True)
+    # Last: the host's own directories, as they are now, into the Debian 13 root FRR runs from.
+    for source, target in config.get("root_binds", []):
+        subprocess.run(["mount", "--bind", source, target], check=True)
 
 
 def main(path: str) -> int:

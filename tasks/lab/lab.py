@@ -1,5 +1,5 @@
-"""``ownas lab``: the whole deploy, end to end, on one Linux machine (root; Debian's frr, bird2,
-openssh-server, socat).
+"""``ownas lab``: the whole deploy, end to end, on one Linux machine (root; FRR 10 from a Debian 13
+root (tasks.lab.debian13), Debian's bird2, openssh-server, socat).
 
 Every managed host is a network namespace with its own mount, UTS and PID namespaces (see
 tasks.lab.init): its own /etc (a copy of this machine's, root's shell /bin/sh), /usr/local, /var/db,
@@ -33,9 +33,9 @@ from typing import Any
 from jinja2 import Environment
 
 from tasks.inventory import load_inventory
-from tasks.lab import links, running
+from tasks.lab import debian13, links, running
 from tasks.lab.links import HIDDEN
-from tasks.lab.topology import Topology, Upstream, build
+from tasks.lab.topology import Topology, Upstream, build, roas
 from tasks.plan import Plan, load
 from tasks.render import environment
 
@@ -53,6 +53,8 @@ STANDINS = (
     "setfib",
     "sockstat",
     "daemon",
+    "routinator",
+    "fort",
     "sysctl",
     "uname",
 )
@@ -62,7 +64,7 @@ RELEASE = "14.3-RELEASE"
 CUT = "cut"
 VAR_DB = "/var/db"
 INITIAL_MODULES = ("if_gif",)  # in GENERIC
-PROGRAMS = ("ip", "unshare", "nsenter", "socat", "bird", "birdc", "vtysh", "ssh-keygen")
+PROGRAMS = ("ip", "unshare", "nsenter", "chroot", "socat", "bird", "birdc", "ssh-keygen")
 
 
 class LabError(Exception):
@@ -79,6 +81,11 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces)")
+
+
+def _cache_key(address: object, port: int) -> str:
+    """How lab.json names an RTR cache."""
+    return f"{address} {port}"
 
 
 def _netns_names() -> list[str]:
@@ -131,6 +138,10 @@ class Lab:
         init = self.state()["inits"][name]["init"]
         return _run(["nsenter", "-t", str(init), "-m", "-u", "-n", "-p", "--", *argv], check=check)
 
+    def vtysh(self, name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """``vtysh -c command`` on lab host ``name``: its FRR 10, as the deploy reaches it."""
+        return self.run_in(name, [str(self.dir / "bin/vtysh"), "-c", command], check=check)
+
     # --- up ------------------------------------------------------------------------------------
 
     def up(self, inventory: Path) -> Path:
@@ -166,6 +177,10 @@ class Lab:
         for program in PROGRAMS:
             if shutil.which(program) is None:
                 raise LabError(f"{program} is missing: `make deps` installs it")
+        try:
+            debian13.require()
+        except debian13.RootMissing as missing:
+            raise LabError(str(missing)) from None
         if not Path("/usr/sbin/sshd").exists():
             raise LabError("/usr/sbin/sshd is missing: `make deps` installs openssh-server")
         for path in (PROJECT, Path(sys.prefix), Path(sys.base_prefix)):
@@ -216,6 +231,7 @@ class Lab:
             self._host(topology, name, state)
         for upstream in topology.upstreams:
             self._upstream(plan, topology, upstream, state)
+        self._rtr_caches(plan, state)
 
     def _update(self, topology: Topology) -> None:
         """A running lab follows the inventory's underlay: a VPS that moved gets its new address
@@ -313,6 +329,9 @@ class Lab:
                 f'-m tasks.lab.standin {command} "$@"\n'
             )
             launcher.chmod(0o755)
+        # FRR 10's vtysh, from the Debian 13 root, as the deploy and `ownas lab status` run it.
+        # (frr-reload.py comes with `pkg install frr10-pythontools`: tasks.lab.standin.pkg)
+        debian13.write_wrappers(bin_dir, programs=("vtysh",))
 
     def _veth(self, a: str, a_name: str, b: str, b_name: str, up: bool = True) -> None:
         near = [a_name, "netns", self.namespace(a)]
@@ -426,7 +445,12 @@ class Lab:
                 "hostname": name,
                 "binds": binds,
                 "ensure": ["/run/sshd"],
-                "private": {"/run/frr": "frr:frr"},
+                "private": {"/run/frr": debian13.frr_user()},
+                # frr-reload.py's log (/var/log/frr) is the host's own, not the shared root's.
+                "tmpfs": [str(debian13.ROOT / "var/log/frr")],
+                "root_binds": [
+                    [path, str(debian13.ROOT / path.lstrip("/"))] for path in debian13.HOST_BINDS
+                ],
             },
         )
         self._save(state)
@@ -461,6 +485,47 @@ class Lab:
         state["upstreams"][upstream.name] = {"dir": str(directory), "socket": str(socket)}
         self._save(state)
         self.run_in(upstream.name, ["bird", "-c", str(config), "-s", str(socket)])
+
+    def _rtr_caches(self, plan: Plan, state: dict[str, Any]) -> None:
+        """The inventory's RTR caches, on the Internet (``inet``): stayrtr serving the lab's
+        ROAs (tasks/data/lab_sample.toml) at each cache's address and port."""
+        (self.dir / debian13.ROAS).write_text(json.dumps({"roas": roas()}, indent=1) + "\n")
+        state["caches"] = {}
+        rpki = plan.router.rpki
+        for cache in rpki.caches if rpki else ():
+            length = 128 if cache.address.version == 6 else 32
+            self.ip("inet", "addr", "add", f"{cache.address}/{length}", "dev", "lo")
+            state["caches"][_cache_key(cache.address, cache.port)] = None
+        self._save(state)
+        for key in state["caches"]:
+            self.start_cache(key)
+
+    def start_cache(self, key: str) -> None:
+        """Start the lab's RTR cache ``key`` ("ADDRESS PORT"), as in the inventory."""
+        state = self.state()
+        address, port = key.split()
+        bind = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        argv = debian13.stayrtr(self.dir / debian13.ROAS, bind)
+        with open(self.dir / f"rtr-{address}-{port}.log", "ab") as log:
+            child = subprocess.Popen(
+                ["ip", "netns", "exec", self.namespace("inet"), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self._children.append(child)
+        state["caches"][key] = child.pid
+        self._save(state)
+
+    def stop_cache(self, key: str) -> None:
+        """Stop the lab's RTR cache ``key`` (the process this lab started, by PID)."""
+        state = self.state()
+        pid = state["caches"].get(key)
+        if pid is not None and running(pid):
+            os.kill(pid, signal.SIGTERM)
+        state["caches"][key] = None
+        self._save(state)
 
     def _init(self, name: str, config: dict[str, Any]) -> dict[str, int]:
         """Start the namespace's PID 1 (tasks.lab.init); return its processes' PIDs here."""

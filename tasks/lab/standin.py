@@ -33,20 +33,27 @@ import re
 import signal
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from tasks.lab import alive, links
+from tasks.lab import alive, debian13, links
 
 MODULE_OF = {"gif": "if_gif", "gre": "if_gre"}
 # Modules FreeBSD 14 ships in /boot/kernel that the rendered configuration can ask for; kldload
 # of any other name fails as it does there (no such file).
 KERNEL_MODULES = ("if_bridge", "if_epair", "if_gif", "if_gre", "pf", "pflog", "pfsync")
 RULE_PRIORITY = {"pf": 20000, "fib": 21000, "mark": 22000}
-FRR_BIN = Path("/usr/lib/frr")
 FRR_CONFDIR = "/usr/local/etc/frr"
-FRR_VERSION = "10.5.1"
-RELOAD_WRAPPER = '#!/bin/sh\nexec /usr/bin/python3 /usr/lib/frr/frr-reload.py "$@"\n'
+# What the lab's pkg installs, and the versions FreeBSD's would (the lab runs FRR 10.3 from the
+# Debian 13 root, and stayrtr in place of either validator).
+PACKAGES = {
+    "frr10": "10.5.1",
+    "frr10-pythontools": "10.5.1",
+    "routinator": "0.15.1",
+    "fort": "1.6.8",
+}
 
 
 class Refused(Exception):
@@ -609,8 +616,12 @@ def _pf_routing(host: Host, ruleset: Any) -> None:
 
 
 def service(host: Host, args: list[str]) -> int:
+    if args == ["frr", "restart", "bgpd"]:  # bgpd alone, asked for (--data restart_bgpd=yes)
+        return _frr(host, "restart", "bgpd")
     if len(args) >= 2 and args[1] == "restart" and args[0] in ("netif", "routing", "pf", "frr"):
         raise Refused(f"ownas lab: `service {' '.join(args)}` takes a live network down; refused")
+    if len(args) == 2 and args[0] in VALIDATOR_CONFIGS and args[1] in VALIDATOR_ACTIONS:
+        return _validator(host, args[0], args[1])
     if args[:2] == ["netif", "start"] and len(args) == 3:
         return _netif_start(host, args[2])
     if args in (["pflog", "start"], ["pflog", "status"]):
@@ -682,50 +693,199 @@ def _pflog(host: Host, action: str) -> int:
     return 0
 
 
-def _frr(host: Host, action: str) -> int:
-    running = host.state.get("frr_pids", [])
-    running_now = bool(running) and all(alive(pid) for pid in running)
+def _frr(host: Host, action: str, daemon: str | None = None) -> int:
+    running: dict[str, int] = host.state.get("frr_pids", {})
+    running_now = bool(running) and all(alive(pid) for pid in running.values())
     if action == "onestop":
-        for pid in running:  # the daemons this stand-in started, by PID
+        for pid in running.values():  # the daemons this stand-in started, by PID
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        host.state["frr_pids"] = []
+        host.state["frr_pids"] = {}
         return 0
     if action == "status":
         if running_now:
-            print(f"watchfrr is running as pid {running[0]}.")
+            print(f"watchfrr is running as pid {next(iter(running.values()))}.")
             return 0
         print("watchfrr is not running.")
         return 1
     if "frr10" not in host.state["packages"]:
         raise Refused("frr does not exist in /etc/rc.d or the local startup directories")
     _require_enabled("frr")
-    variables = _rc("frr", "frr_daemons")
-    if running_now:
-        print("frr already running?")
-        return 1
-    pids = []
-    for daemon in variables["frr_daemons"].split():
-        binary = FRR_BIN / daemon
-        if not binary.exists():
-            if daemon == "mgmtd":
-                continue  # FRR 10 has mgmtd; the lab's FRR 8.4 does not
-            raise Refused(f"frr: {daemon}: no such daemon")
-        # As watchfrr starts them: no per-daemon file (-f /dev/null), no vty port; then
-        # `vtysh -b` loads the integrated frr.conf.
-        pid_file = f"/run/frr/{daemon}.pid"
-        argv = [str(binary), "-d", "-f", "/dev/null", "-P", "0", "-i", pid_file]
-        log = ["--log", f"file:/run/frr/{daemon}.log"]
-        subprocess.run([*argv, *log], check=True, capture_output=True)
-        pids.append(int(Path(pid_file).read_text().strip()))
-    host.state["frr_pids"] = pids
+    if action == "restart":  # one daemon (rc.d/frr do_cmd stop, start), then `vtysh -b`
+        if daemon not in running:
+            raise Refused(f"frr: {daemon} is not running")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running[daemon], signal.SIGTERM)
+        for _ in range(100):
+            if not alive(running[daemon]):
+                break
+            time.sleep(0.05)
+        running[daemon] = _start_daemon(daemon)
+    else:
+        if running_now:
+            print("frr already running?")
+            return 1
+        daemons = _rc("frr", "frr_daemons")["frr_daemons"].split()
+        running = {name: _start_daemon(name) for name in daemons}
+    host.state["frr_pids"] = running
     host.save()
     boot = subprocess.run(
-        ["vtysh", "-b", "--config_dir", FRR_CONFDIR], capture_output=True, text=True, check=False
+        [str(host.lab / "bin/vtysh"), "-b", "--config_dir", FRR_CONFDIR],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     sys.stdout.write(boot.stdout)
     sys.stderr.write(boot.stderr)
     return boot.returncode
+
+
+def _start_daemon(daemon: str) -> int:
+    """Start one FRR daemon as watchfrr does (no vty port, no per-daemon file: FRR 10's mgmtd
+    and bgpd have no -f, and the root's /etc/frr has no zebra.conf or staticd.conf), with its
+    rc.conf flags; return its PID. FRR 10 from the Debian 13 root, where tasks.lab.init bound
+    this host's /run/frr and /usr/local."""
+    binary = f"/usr/lib/frr/{daemon}"
+    if not (debian13.ROOT / binary.lstrip("/")).exists():
+        raise Refused(f"frr: {daemon}: no such daemon")
+    pid_file = f"/run/frr/{daemon}.pid"
+    argv = ["chroot", str(debian13.ROOT), binary, "-d", "-P", "0", *_daemon_flags(daemon)]
+    log = ["-i", pid_file, "--log", f"file:/run/frr/{daemon}.log"]
+    # Its standard files on a file, not a pipe: the daemon keeps them open (FRR 10), and a
+    # pipe's reader would wait for it to end.
+    with open(f"/run/frr/{daemon}.start", "w+") as output:
+        started = subprocess.run([*argv, *log], stdout=output, stderr=output, check=False)
+        output.seek(0)
+        if started.returncode != 0:
+            raise Refused(f"frr: {daemon} did not start: {output.read().strip()}")
+    return int(Path(pid_file).read_text().strip())
+
+
+def _daemon_flags(daemon: str) -> list[str]:
+    """rc.d/frr's ``DAEMON_flags`` (default ``-A 127.0.0.1``), of the words the deploy writes:
+    ``-A 127.0.0.1`` (the vty address; the lab runs no vty port anyway) and ``-M rpki``."""
+    variable = f"{daemon}_flags"
+    words = (_rc("frr", variable)[variable] or "-A 127.0.0.1").split()
+    pairs = list(zip(words[::2], words[1::2], strict=False))
+    if len(words) % 2 or any(pair not in (("-A", "127.0.0.1"), ("-M", "rpki")) for pair in pairs):
+        raise unused(f"rc.conf {variable}=", words)
+    return [word for pair in pairs if pair[0] == "-M" for word in pair]
+
+
+# --- RPKI validators: stayrtr serves the lab's ROAs in their place ---------------------------
+
+# The config each FreeBSD rc script passes (rc.d/routinator: -c %%ETCDIR%%/routinator.conf;
+# rc.d/fort: --configuration-file=%%ETCDIR%%/fort-config.json), and the directory its
+# check_init wants before it starts ("Need to initialize ... with tals").
+VALIDATOR_CONFIGS = {
+    "routinator": "/usr/local/etc/routinator/routinator.conf",
+    "fort": "/usr/local/etc/fort/fort-config.json",
+}
+VALIDATOR_INIT = {"routinator": "/var/routinator/tals", "fort": "/usr/local/etc/fort/tal"}
+# routinator.conf keys the deploy writes; routinator refuses a config file without
+# repository-dir, and unknown keys (src/config.rs, take_mandatory_path, check_exhausted).
+ROUTINATOR_KEYS = ("repository-dir", "rtr-listen")
+VALIDATOR_ACTIONS = ("start", "status", "restart")
+RIR_TALS = ("afrinic", "apnic", "arin", "lacnic", "ripe-ncc")
+
+
+def _add_user(name: str, uid: int) -> None:
+    """A system user and its group in the host's own /etc, as pkg adds them."""
+    passwd, group = Path("/etc/passwd"), Path("/etc/group")
+    if not re.search(rf"^{name}:", passwd.read_text(), re.M):
+        with passwd.open("a") as lines:
+            lines.write(f"{name}:x:{uid}:{uid}::/nonexistent:/usr/sbin/nologin\n")
+    if not re.search(rf"^{name}:", group.read_text(), re.M):
+        with group.open("a") as lines:
+            lines.write(f"{name}:x:{uid}:\n")
+
+
+def _routinator_listen(path: Path) -> list[str]:
+    try:
+        config = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise Refused(f"Failed to read config file {path}: {error}") from None
+    unknown = sorted(set(config) - set(ROUTINATOR_KEYS))
+    if unknown:
+        raise Refused(f"Unknown settings {', '.join(unknown)} in config file {path}")
+    if "repository-dir" not in config:
+        raise Refused(f"Failed in config file {path}: missing required 'repository-dir'.")
+    return [str(address) for address in config.get("rtr-listen", [])]
+
+
+def _fort_listen(path: Path) -> list[str]:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise Refused(f"{path}: {error}") from None
+    if "tal" not in config:
+        raise Refused("The TAL(s) location (--tal) is mandatory.")
+    server = config.get("server", {})
+    port = server.get("port", "323")
+    # FORT's default on FreeBSD is every address (src/config.c): the deploy must name one.
+    addresses = server.get("address", ["0.0.0.0", "::"])
+    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+
+
+def routinator(host: Host, args: list[str]) -> int:
+    """``routinator -c FILE config``: the deploy's check of a staged routinator.conf."""
+    if "routinator" not in host.state["packages"]:
+        raise Refused("routinator: not found", 127)
+    if len(args) != 3 or args[0] != "-c" or args[2] != "config":
+        raise unused("routinator", args)
+    listen = _routinator_listen(Path(args[1]))
+    print(f"rtr-listen = {json.dumps(listen)}")
+    return 0
+
+
+def fort(host: Host, args: list[str]) -> int:
+    """``fort --init-tals --tal DIR``: writes the five RIR TALs (stand-ins: fort fetches them)."""
+    if "fort" not in host.state["packages"]:
+        raise Refused("fort: not found", 127)
+    if len(args) != 3 or args[:2] != ["--init-tals", "--tal"]:
+        raise unused("fort", args)
+    directory = Path(args[2])
+    if not directory.is_dir():
+        raise Refused(f"{directory}: not a directory")
+    for rir in RIR_TALS:
+        (directory / f"{rir}.tal").write_text("# ownas lab: stand-in (fort fetches the RIR's)\n")
+    return 0
+
+
+def _validator(host: Host, name: str, action: str) -> int:
+    """``service routinator|fort start|status|restart``: stayrtr in its place, serving the lab's
+    ROAs where the config ownas wrote says the validator listens."""
+    if name not in host.state["packages"]:
+        raise Refused(f"{name} does not exist in /etc/rc.d or the local startup directories")
+    validators = host.state.setdefault("validators", {})
+    pid = validators.get(name)
+    running = pid is not None and alive(pid)
+    if action == "status":
+        print(f"{name} is running as pid {pid}." if running else f"{name} is not running.")
+        return 0 if running else 1
+    _require_enabled(name)
+    if running and action == "start":
+        print(f"{name} already running?  (pid={pid}).")
+        return 1
+    if running:
+        os.kill(pid, signal.SIGTERM)
+    if not Path(VALIDATOR_INIT[name]).is_dir():
+        raise Refused(f"Need to initialize {name} with tals, {VALIDATOR_INIT[name]} is missing")
+    config = Path(VALIDATOR_CONFIGS[name])
+    listen = _routinator_listen(config) if name == "routinator" else _fort_listen(config)
+    if len(listen) != 1:
+        raise unused(f"{name} listening on", listen)
+    with open(host.dir / f"{name}.log", "ab") as log:
+        child = subprocess.Popen(
+            debian13.stayrtr(host.lab / debian13.ROAS, listen[0]),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    validators[name] = child.pid
+    print(f"ownas lab: stayrtr serves the lab's ROAs on {listen[0]} in place of {name}")
+    return 0
 
 
 # --- daemon -----------------------------------------------------------------------------------
@@ -777,25 +937,30 @@ def sockstat(host: Host, args: list[str]) -> int:
 def pkg(host: Host, args: list[str]) -> int:
     if len(args) == 4 and args[:3] == ["info", "-E", "--"]:
         if args[3] in host.state["packages"]:
-            print(f"{args[3]}-{FRR_VERSION}")
+            print(f"{args[3]}-{PACKAGES[args[3]]}")
             return 0
         return 1
     if len(args) == 4 and args[:3] == ["install", "-y", "--"]:
         package = args[3]
-        if package not in ("frr10", "frr10-pythontools"):
-            raise Refused(
-                f"ownas lab: the lab's pkg has only frr10 and frr10-pythontools, not {package}"
-            )
+        if package not in PACKAGES:
+            raise Refused(f"ownas lab: the lab's pkg has only {', '.join(PACKAGES)}, not {package}")
         if package == "frr10-pythontools":
             wrapper = Path("/usr/local/sbin/frr-reload.py")
             wrapper.parent.mkdir(parents=True, exist_ok=True)
-            wrapper.write_text(RELOAD_WRAPPER)
+            wrapper.write_text(debian13.wrapper("frr-reload.py"))
             wrapper.chmod(0o755)
-        else:
+        elif package == "frr10":
             Path(FRR_CONFDIR).mkdir(parents=True, exist_ok=True)
+        elif package == "routinator":
+            # net/routinator's USERS/GROUPS: pkg adds the user the rc script runs it as.
+            _add_user("routinator", 245)
+        elif package == "fort":
+            # net/fort's post-install: the (empty) TAL and repository directories.
+            for directory in ("/usr/local/etc/fort/tal", "/usr/local/etc/fort/repository"):
+                Path(directory).mkdir(parents=True, exist_ok=True)
         if package not in host.state["packages"]:
             host.state["packages"].append(package)
-        print(f"Installing {package}-{FRR_VERSION}...")
+        print(f"Installing {package}-{PACKAGES[package]}...")
         return 0
     raise unused("pkg", args)
 
@@ -856,6 +1021,8 @@ COMMANDS = {
     "setfib": setfib,
     "sockstat": sockstat,
     "daemon": daemon,
+    "routinator": routinator,
+    "fort": fort,
 }
 # What changes the state of a tunnel, and therefore its link.
 TUNNEL_COMMANDS = ("ifconfig", "service")

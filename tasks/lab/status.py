@@ -8,6 +8,7 @@ accepted and rejected of what each upstream sent (FRR's received-routes, kept by
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -19,7 +20,7 @@ from tasks.lab.lab import Lab
 
 def _vtysh(lab: Lab, router: str, command: str) -> dict[str, Any] | None:
     """A vtysh JSON answer from the router's FRR; None while FRR is not running."""
-    result = lab.run_in(router, ["vtysh", "-c", command], check=False)
+    result = lab.vtysh(router, command, check=False)
     if result.returncode != 0:
         return None
     try:
@@ -77,6 +78,8 @@ def gather(lab: Lab) -> dict[str, Any]:
     router = topology["router"]
     neighbors = _vtysh(lab, router, "show bgp neighbors json")
     sessions, received, filtering = [], {}, {}
+    table = _vtysh(lab, router, "show rpki prefix-table json")
+    roas = None if table is None or "prefixes" not in table else table["prefixes"]
     for upstream in topology["upstreams"]:
         name, peer = upstream["name"], upstream["address"]
         socket = state["upstreams"][name]["socket"]
@@ -101,6 +104,8 @@ def gather(lab: Lab) -> dict[str, Any]:
             "accepted": sorted(accepted),
             "rejected": sorted(offered - accepted),
         }
+        if roas is not None:
+            filtering[name]["rpki"] = _rpki_counts(sent, kept, roas)
     tunnels = []
     for link in topology["tunnels"]:
         far = link["b"]
@@ -122,12 +127,87 @@ def gather(lab: Lab) -> dict[str, Any]:
         )
     return {
         "router": router,
+        "rpki": _rpki_caches(lab, state, router),
         "sample": topology["sample"],
         "sessions": sessions,
         "received": received,
         "filtering": filtering,
         "tunnels": tunnels,
     }
+
+
+def origin_validation(prefix: str, path: str, roas: list[dict[str, Any]]) -> str:
+    """RFC 6811 route origin validation of ``prefix`` (its origin: the last AS of ``path``)
+    against ``roas`` as FRR holds them (show rpki prefix-table: prefix, prefixLenMax, asn).
+    For what FRR rejected, which it no longer shows with a validation state."""
+    network = ipaddress.ip_network(prefix)
+    words = path.split()
+    origin = int(words[-1]) if words and words[-1].isdigit() else None
+    covering = [
+        roa
+        for roa in roas
+        if network.version == ipaddress.ip_address(roa["prefix"]).version
+        and network.subnet_of(ipaddress.ip_network(f"{roa['prefix']}/{roa['prefixLenMin']}"))
+    ]
+    if not covering:
+        return "not_found"
+    for roa in covering:
+        if roa["asn"] != 0 and roa["asn"] == origin and network.prefixlen <= roa["prefixLenMax"]:
+            return "valid"
+    return "invalid"
+
+
+def _rpki_counts(
+    sent: dict[str, Any], kept: dict[str, Any], roas: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Per upstream: what FRR accepted by its own validation state, and what it rejected that
+    is RPKI invalid."""
+    counts = {"valid": 0, "not_found": 0, "invalid_accepted": 0, "invalid_rejected": 0}
+    for paths in kept.get("routes", {}).values():
+        path = paths[0] if paths else {}
+        if path.get("rpkiValid"):
+            counts["valid"] += 1
+        elif path.get("rpkiInvalid"):
+            counts["invalid_accepted"] += 1
+        else:
+            counts["not_found"] += 1
+    for prefix, route in sent.get("receivedRoutes", {}).items():
+        rejected = prefix not in kept.get("routes", {})
+        if rejected and origin_validation(prefix, route.get("path", ""), roas) == "invalid":
+            counts["invalid_rejected"] += 1
+    return counts
+
+
+def _rpki_caches(lab: Lab, state: dict[str, Any], router: str) -> list[dict[str, Any]]:
+    """The RTR caches FRR asks, with what stands in for each in the lab."""
+    shown = _vtysh(lab, router, "show rpki cache-server json") or {}
+    connected = _vtysh(lab, router, "show rpki cache-connection json") or {}
+    states = {
+        f"{c.get('host')} {c.get('port')}": c.get("state", "")
+        for c in connected.get("connections", [])
+    }
+    host_state = links.load_state(lab.host_dir(router))
+    validators = host_state.get("validators", {})
+    caches = []
+    for server in shown.get("servers", []):
+        key = f"{server.get('host')} {server.get('port')}"
+        if key in state.get("caches", {}):
+            pid = state["caches"][key]
+            stand_in = "stayrtr on the lab's Internet" + ("" if pid else " (stopped)")
+        elif validators:
+            name, pid = next(iter(validators.items()))
+            stand_in = f"stayrtr on {router} in place of {name}"
+        else:
+            stand_in = "not in the lab"
+        caches.append(
+            {
+                "cache": key,
+                "preference": server.get("preference"),
+                "state": states.get(key, "not in sync"),
+                "lab": stand_in,
+            }
+        )
+    return caches
 
 
 def _endpoints(state: dict[str, Any], host: str, interface: str) -> list[str] | None:
@@ -140,6 +220,19 @@ def _arrow(endpoints: list[str] | None) -> str:
     if endpoints is None:
         return "not created"
     return " -> ".join(endpoints) if endpoints else "no endpoints"
+
+
+# Why the router rejected a route, by the sample's kind (tasks/data/lab_sample.toml).
+REASONS = {
+    "bogon": "bogon",
+    "bogon_asn": "bogon ASN",
+    "too_specific": "too long",
+    "too_short": "too short",
+    "default": "default",
+    "own": "own",
+    "rpki_invalid_origin": "RPKI invalid (origin)",
+    "rpki_invalid_length": "RPKI invalid (maxLength)",
+}
 
 
 def _by_kind(prefixes: list[str], sample: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -178,7 +271,22 @@ def report(status: dict[str, Any]) -> str:
         )
         lines.append(f"  {'':<10} rejected {len(seen['rejected'])}:")
         for kind, prefixes in _by_kind(seen["rejected"], status["sample"]).items():
-            lines.append(f"  {'':<12} {kind + ':':<14} {' '.join(prefixes)}")
+            reason = REASONS.get(kind, kind)
+            lines.append(f"  {'':<12} {reason + ':':<24} {' '.join(prefixes)}")
+        if "rpki" in seen:
+            counts = seen["rpki"]
+            lines.append(
+                f"  {'':<10} RPKI: accepted {counts['valid']} valid, {counts['not_found']} not "
+                f"found, {counts['invalid_accepted']} invalid; rejected "
+                f"{counts['invalid_rejected']} invalid"
+            )
+    if status["rpki"]:
+        lines += ["", "RPKI caches (RTR)"]
+        for cache in status["rpki"]:
+            lines.append(
+                f"  {cache['cache']:<28} preference {cache['preference']:<3} "
+                f"{cache['state']:<13} {cache['lab']}"
+            )
     lines += ["", "Tunnels"]
     for t in sorted(status["tunnels"], key=lambda t: t["interface"]):
         if not t["in_lab"]:

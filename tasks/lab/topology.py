@@ -70,9 +70,23 @@ class Topology:
     paths: dict[str, list[int]] = field(default_factory=dict)  # sample prefix -> AS path behind
 
 
+# What the router accepts of the sample; every other kind is rejected.
+ACCEPTED = ("valid", "not_found")
+
+
 @cache
-def _sample() -> dict[str, Any]:
+def _data() -> dict[str, Any]:
     return tomllib.loads(resources.files("tasks").joinpath("data/lab_sample.toml").read_text())
+
+
+def _sample() -> dict[str, Any]:
+    """The announced routes by kind (the data without its ROAs)."""
+    return {kind: listed for kind, listed in _data().items() if kind != "roa"}
+
+
+def roas() -> list[dict[str, Any]]:
+    """The ROAs the lab's RTR caches serve, as stayrtr reads them."""
+    return [dict(roa) for roa in _data()["roa"]]
 
 
 def sample(plan: Plan) -> dict[str, list[str]]:
