@@ -9,8 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # debootstrap builds the Debian 13 root FRR 10 runs from (FRR checks and runs the generated
 # frr.conf; stayrtr serves the lab's ROAs; tasks/lab/debian13.py); bird2 plays the upstreams;
 # openssh carries the deploy (socat into the lab's namespaces); iproute2 and util-linux
-# (unshare, nsenter) build the lab. Debian 12's own frr (8.4) is not used.
-APT_PACKAGES := debootstrap bird2 openssh-server openssh-client socat iproute2 \
+# (unshare, nsenter) build the lab; netcat-openbsd is FreeBSD's nc (from OpenBSD). Debian 12's
+# own frr (8.4) is not used.
+APT_PACKAGES := debootstrap bird2 openssh-server openssh-client socat iproute2 netcat-openbsd \
 	util-linux iputils-ping procps python3-venv
 
 # `make demo` keeps its lab apart from one you run yourself (`ownas lab up`, in .lab).

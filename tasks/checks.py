@@ -187,14 +187,16 @@ def _rpki(plan: Plan, found: dict[str, Any]) -> list[Finding]:
         return []
     name = plan.router.name
     findings = []
-    if not any(found["rpki_caches"].values()):
+    state = found["rpki"]
+    if not any(state["caches"].values()):
         caches = ", ".join(f"{c.address} port {c.port}" for c in rtr_caches(rpki))
+        effect = (
+            f"FRR validates with the {state['roas']} ROAs it holds until they expire"
+            if state["roas"]
+            else "every route is accepted unvalidated until one answers"
+        )
         findings.append(
-            Finding(
-                f"{name}: RPKI: no RTR cache in sync ({caches}): every route is accepted "
-                "unvalidated until one answers",
-                warning=True,
-            )
+            Finding(f"{name}: RPKI: no RTR cache in sync ({caches}): {effect}", warning=True)
         )
     invalid = found["rpki_invalid"]
     if invalid:
@@ -205,8 +207,9 @@ def _rpki(plan: Plan, found: dict[str, Any]) -> list[Finding]:
         findings.append(
             Finding(
                 f"{name}: RPKI: {len(invalid)} accepted route(s) are RPKI invalid ({shown}), "
-                f"which {RPKI_ROUTE_MAP} rejects: FRR missed a ROA change; deploy again to "
-                "apply the policy again",
+                f"which {RPKI_ROUTE_MAP} rejects: FRR has not judged them with today's ROAs "
+                "(it misses ROA changes, and what came before its first sync); the next "
+                "deploy applies the policy again",
                 warning=True,
             )
         )
@@ -272,7 +275,7 @@ def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:
             for u in plan.router.upstreams
         }
         if plan.router.rpki is not None:
-            found["rpki_caches"] = host.get_fact(facts.RpkiCaches)
+            found["rpki"] = host.get_fact(facts.RpkiState)
             found["rpki_invalid"] = host.get_fact(facts.RpkiInvalidAccepted)
     return found
 

@@ -29,7 +29,7 @@ from pyinfra.operations.freebsd import pkg
 from tasks import checks, freebsd, operations, preflight, ssh
 from tasks.inventory import load_inventory
 from tasks.model import InventoryError, host_name
-from tasks.plan import Plan, load
+from tasks.plan import Plan, load, rtr_caches
 from tasks.render import render_host
 
 
@@ -250,17 +250,16 @@ def _apply(run: Run, name: str) -> None:
         families=list(hp.forwarding), keep_ra=hp.keep_ra, name="Enable forwarding"
     )
     operations.pf(content=files[freebsd.PF_CONF], deferred=pre.pf_deferred, name="Reload pf")
-    validator = None
     if hp.validator is not None:
-        validator = (hp.validator, files[freebsd.VALIDATORS[hp.validator].config])
-        operations.rpki_validator(*validator, name=f"Run {hp.validator}")
+        config = files[freebsd.VALIDATORS[hp.validator].config]
+        operations.rpki_validator(program=hp.validator, config=config, name=f"Run {hp.validator}")
     if hp.role == "router":
-        rpki = plan.router.rpki is not None
+        rpki = plan.router.rpki
         operations.frr(
             content=files[freebsd.FRR_CONF],
             restart_bgpd=pre.restart_bgpd,
             upstreams=tuple(str(u.peer) for u in plan.router.upstreams) if rpki else (),
-            validator=validator,
+            caches=tuple((str(c.address), c.port) for c in rtr_caches(rpki)) if rpki else (),
             name="Reload FRR",
         )
     operations.converged(

@@ -429,26 +429,39 @@ class BgpdModules(FactBase):
         return names or None
 
 
-class RpkiCaches(FactBase):
-    """``show rpki cache-connection json``: each RTR cache (host port) and whether connected.
+class RpkiState(FactBase):
+    """FRR's RPKI state: ``caches``, each cache ("host port") and whether it is in sync (none
+    while FRR answers with an error object: no cache in sync, or no RPKI), and ``roas``, how
+    many ROAs it holds and validates with."""
 
-    Empty while no cache is in sync (FRR answers with an error object) or without RPKI."""
-
-    command = freebsd.RPKI_CONNECTIONS
+    command = freebsd.RPKI_STATE
 
     @override
     @staticmethod
-    def default() -> dict[str, bool]:
-        return {}
+    def default() -> dict[str, Any]:
+        return {"caches": {}, "roas": 0}
 
     @override
-    def process(self, output: list[str]) -> dict[str, bool]:
-        data = json.loads("\n".join(output) or "{}")
+    def process(self, output: list[str]) -> dict[str, Any]:
+        marker = output.index("@") if "@" in output else len(output)
+        connections = _json(output[:marker]).get("connections", [])
+        counts = _json(output[marker + 1 :])
         return {
-            f"{c.get('host')} {c.get('port')}": c.get("state") == "connected"
-            for c in data.get("connections", [])
-            if isinstance(c, dict)
+            "caches": {
+                f"{c.get('host')} {c.get('port')}": c.get("state") == "connected"
+                for c in connections
+                if isinstance(c, dict)
+            },
+            "roas": int(counts.get("ipv4PrefixCount", 0)) + int(counts.get("ipv6PrefixCount", 0)),
         }
+
+
+def _json(lines: list[str]) -> dict[str, Any]:
+    try:
+        data = json.loads("\n".join(lines) or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class _Prefixes(FactBase):
@@ -474,6 +487,11 @@ class RpkiInvalidAccepted(_Prefixes):
     key = "routes"
 
 
+# filtered-routes' last line; 10.6 and later add ", total number of paths P" (P counted for
+# advertised routes only).
+_FILTERED_TOTAL = re.compile(r"^Total number of prefixes (\d+)")
+
+
 class PolicyCounts(FactBase):
     """Per upstream: routes ``received`` (Adj-RIB-In), ``accepted``, and ``filtered`` by the
     inbound policy as it judges them now. While the accepted and the filtered do not add up
@@ -497,8 +515,8 @@ class PolicyCounts(FactBase):
                 sections[list(sections)[-1]].append(line)
         counts = {}
         for peer, lines in sections.items():
-            total = [line for line in lines if line.startswith("Total number of prefixes")]
-            text = "\n".join(line for line in lines if line not in total)
+            total = [m for line in lines if (m := _FILTERED_TOTAL.match(line))]
+            text = "\n".join(line for line in lines if not _FILTERED_TOTAL.match(line))
             try:
                 data = json.loads(text)
             except json.JSONDecodeError:
@@ -507,7 +525,7 @@ class PolicyCounts(FactBase):
             counts[peer] = {
                 "received": int(walk.get("Adj-in", 0)),
                 "accepted": int(data.get("pfxCounter", 0)),
-                "filtered": int(total[0].split()[-1]) if total else 0,
+                "filtered": int(total[0][1]) if total else 0,
             }
         return counts
 

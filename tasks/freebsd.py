@@ -52,8 +52,9 @@ class Validator:
 
 
 VALIDATORS = {
-    # net/routinator 0.15: rc.d/routinator runs `routinator -c CONF server -d --user routinator
-    # --pid-file /var/routinator/routinator.pid --working-dir /var/routinator` and its check_init
+    # net/routinator 0.15: rc.d/routinator runs `routinator -c CONF --rsync-command=... server
+    # -d --user routinator --group routinator --pid-file=/var/routinator/routinator.pid
+    # --working-dir=/var/routinator` (as root; it drops to the user after binding) and check_init
     # wants /var/routinator/tals, which nothing creates (0.15 uses its bundled RIR TALs, ARIN
     # included: src/tals.rs). repository-dir is mandatory in a config file, unknown keys are
     # fatal (src/config.rs), and the directory must be the routinator user's to write.
@@ -71,7 +72,8 @@ VALIDATORS = {
         package="fort",
         config="/usr/local/etc/fort/fort-config.json",
         check="test -s CONFIG",
-        prepare='[ -n "$(ls /usr/local/etc/fort/tal)" ] || '
+        # All five, or again: --init-tals stops at the first download that fails (src/init.c).
+        prepare='[ "$(ls /usr/local/etc/fort/tal/*.tal 2>/dev/null | wc -l)" -ge 5 ] || '
         "fort --init-tals --tal /usr/local/etc/fort/tal",
     ),
 }
@@ -142,32 +144,50 @@ BGP_NEIGHBORS = "vtysh -c 'show bgp neighbors json' 2>/dev/null; true"
 # The modules the running bgpd loaded (lib/libfrr.c, show modules): -M rpki shows bgpd_rpki.
 BGPD_MODULES = "vtysh -d bgpd -c 'show modules' 2>/dev/null; true"
 RPKI_MODULE = "bgpd_rpki"
-# The RTR sessions (bgpd/bgp_rpki.c, show rpki cache-connection: "connections", each with
-# host, port, preference, state; {"error": ...} while none is in sync).
-RPKI_CONNECTIONS = "vtysh -c 'show rpki cache-connection json' 2>/dev/null; true"
+# FRR's RPKI state: its RTR sessions (bgpd/bgp_rpki.c, show rpki cache-connection json:
+# "connections", each with host, port, preference and state; {"error": ...} while none is in
+# sync), then how many ROAs it holds (show rpki prefix-count json). It keeps validating with
+# the ROAs it holds, each cache's for its expire interval, when the caches go away.
+RPKI_STATE = (
+    "vtysh -c 'show rpki cache-connection json' 2>/dev/null; echo '@'; "
+    "vtysh -c 'show rpki prefix-count json' 2>/dev/null; true"
+)
 # Accepted routes FRR judges RPKI invalid (bgpd/bgp_route.c, bgp_show_type_rpki): none while
 # the inbound policy rejects them.
 RPKI_INVALID_ACCEPTED = "vtysh -c 'show bgp ipv6 unicast rpki invalid json' 2>/dev/null; true"
 # The inbound policy applied again to what each upstream sent (Adj-RIB-In, kept by
 # soft-reconfiguration inbound; bgpd.c peer_clear_soft, bgp_soft_reconfig_in): no route
 # refresh, no session reset. FRR 10.3-10.5 lose re-validations when ROAs change (bgp_rpki.c:
-# an overflowing socket drops records, revalidate_single_prefix's events share one slot), so a
-# route can stay accepted though now invalid, or rejected though now valid (seen in the lab).
+# an overflowing socket drops records, revalidate_single_prefix's events share one slot, and a
+# prefix no upstream's route was accepted for is never looked at), and nothing re-judges the
+# routes learned before the first sync (sync_expired only sets rtr_is_synced): a route can
+# stay accepted though invalid, or rejected though valid (both seen in the lab).
 RPKI_SOFT_IN = "vtysh -c 'clear bgp ipv6 unicast * soft in'"
-# FRR's RTR sessions started over, once a cache answers (at most 30 s), then the policy again.
-# rtrlib 0.8 keeps asking a restarted cache for its old session ID, which the cache refuses
-# (stayrtr: "Invalid request", seen in the lab), and never syncs again by itself.
-RPKI_RESYNC = (
-    "vtysh -c 'rpki reset'; i=0; "
-    "until vtysh -c 'show rpki cache-connection' | grep -q '(connected)' || [ $i -ge 30 ]; "
-    f"do sleep 1; i=$((i+1)); done; {RPKI_SOFT_IN}"
+_RPKI_SYNCED = "vtysh -c 'show rpki cache-connection' 2>/dev/null | grep -q '(connected)'"
+# Once a cache is in sync (waiting at most 90 s), the policy again: for what FRR accepted
+# before it had ROAs. Without a cache in sync, nothing: a soft reset would only re-accept.
+RPKI_SETTLE = (
+    f"i=0; until {_RPKI_SYNCED} || [ $i -ge 90 ]; do sleep 1; i=$((i+1)); done; "
+    f"if {_RPKI_SYNCED}; then {RPKI_SOFT_IN}; fi"
 )
+
+
+def rpki_reset(caches: Iterable[tuple[object, int]]) -> str:
+    """FRR's RTR sessions started over, when a cache answers (nc -z), then ``RPKI_SETTLE``.
+
+    Only for an FRR that holds no ROAs (``rpki reset`` frees the ones it holds, rtr_mgr_free):
+    FRR waits its retry interval (600 s) after a cache refused it, and rtrlib 0.8 asks a cache
+    that restarted for its old session ID, which the cache refuses (stayrtr "Invalid request",
+    seen in the lab; FORT answers Corrupt Data) until the expire interval has passed."""
+    probes = " || ".join(f"nc -z -w 3 {q(host)} {int(port)}" for host, port in caches)
+    return f"if {probes}; then vtysh -c 'rpki reset'; {RPKI_SETTLE}; fi"
 
 
 def policy_counts(peers: Iterable[object]) -> str:
     """Per upstream: what it sent (Adj-RIB-In), what was accepted (prefix-counts), and what the
     inbound policy filters now (filtered-routes evaluates it against today's ROAs; only its
-    total line is sent back)."""
+    total line is sent back: "Total number of prefixes N", in 10.6 and later followed by ",
+    total number of paths P"; no such line when nothing is filtered)."""
     parts = [
         f"echo '@ {peer}'; "
         f"vtysh -c 'show bgp ipv6 neighbors {peer} prefix-counts json' 2>/dev/null; "
@@ -178,9 +198,16 @@ def policy_counts(peers: Iterable[object]) -> str:
     return "; ".join([*parts, "true"])
 
 
-# Restart bgpd alone, with rc.conf's bgpd_flags (rc.d/frr do_cmd); its loop then runs
-# `vtysh -b`, which loads frr.conf into it. Every BGP session resets: only on request.
-BGPD_RESTART = "service frr restart bgpd"
+# Restart bgpd alone, with rc.conf's bgpd_flags (rc.d/frr do_cmd, then its loop's `vtysh -b`,
+# which loads frr.conf into it), then wait (at most 60 s) until the bgpd that answers has the
+# module: watchfrr, which restarts a bgpd it lost with the same `service frr restart bgpd`, may
+# race it. Every BGP session resets: only on request.
+BGPD_RESTART = (
+    "service frr restart bgpd; i=0; "
+    f"until vtysh -d bgpd -c 'show modules' 2>/dev/null | grep -q '^{RPKI_MODULE} ' "
+    "|| [ $i -ge 60 ]; do sleep 1; i=$((i+1)); done; "
+    f"vtysh -d bgpd -c 'show modules' | grep -q '^{RPKI_MODULE} '"
+)
 LISTENING_SOCKETS = "sockstat -46lLq -P tcp,udp"
 # Every variable /etc/rc.conf sets, as sh sees them (rc.conf is shell).
 RC_CONF_VARIABLES = "env -i /bin/sh -c '. /etc/rc.conf >/dev/null 2>&1; set'"

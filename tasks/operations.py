@@ -33,7 +33,8 @@ from tasks.facts import (
     PolicyCounts,
     ReloadPending,
     RouteLookup,
-    RpkiCaches,
+    RpkiInvalidAccepted,
+    RpkiState,
     ServiceRunning,
     SysctlValues,
     peer_lookups,
@@ -306,27 +307,19 @@ def pf(content: str, deferred: bool = False):
     yield from _announce(commands)
 
 
-def _validator_commands(program: str, config: str) -> list[str]:
-    """What runs the router's RPKI validator: nothing while it runs with its config; a start
-    (the first one prepared as its rc script requires); a restart when its config changes,
-    which costs nothing FRR notices (it keeps its ROAs, expire_interval, and asks its other
-    caches meanwhile) but a new RTR session ID."""
-    running = host.get_fact(ServiceRunning, service=program)
-    if running and not _differs(freebsd.VALIDATORS[program].config, config):
-        return []
-    if running:
-        return [freebsd.service_restart(program)]
-    return [freebsd.VALIDATORS[program].prepare, freebsd.service_start(program)]
-
-
 @operation()
 def rpki_validator(program: str, config: str):
-    """Run the router's RPKI validator (see ``_validator_commands``)."""
-    commands = _validator_commands(program, config)
-    if not commands:
+    """Run the router's RPKI validator: start it (the first start prepared as its rc script
+    requires), or restart it when its config changed. A restart costs FRR nothing: it keeps
+    the ROAs it holds (for the expire interval) and asks its other caches meanwhile."""
+    running = host.get_fact(ServiceRunning, service=program)
+    if running and not _differs(freebsd.VALIDATORS[program].config, config):
         host.noop(f"{program} runs with its config")
         return
-    yield from _announce(commands)
+    if running:
+        yield from _announce([freebsd.service_restart(program)])
+        return
+    yield from _announce([freebsd.VALIDATORS[program].prepare, freebsd.service_start(program)])
 
 
 @operation()
@@ -334,37 +327,45 @@ def frr(
     content: str,
     restart_bgpd: bool = False,
     upstreams: tuple[str, ...] = (),
-    validator: tuple[str, str] | None = None,
+    caches: tuple[tuple[str, int], ...] = (),
 ):
     """Apply frr.conf to the running FRR with frr-reload.py (only the difference, no session
     reset); start FRR when it is not running. Never ``service frr restart``; bgpd alone only
     when the pre-flight found it must load a module and the operator asked for it.
 
-    With RPKI (``upstreams``, the peers whose inbound policy validates): FRR's RTR sessions
-    start over when no cache is in sync or the router's ``validator`` (program, config)
-    (re)starts in this run; the inbound policy is applied again when a decision is stale."""
+    With RPKI (``upstreams``: the peers whose inbound policy validates; ``caches``: the RTR
+    caches, host and port): after FRR or bgpd starts, the policy again once a cache is in
+    sync (nothing re-judges what was learned before); an FRR that holds no ROAs starts its RTR
+    sessions over when a cache answers; a stale decision gets the policy again."""
+    settle = [freebsd.RPKI_SETTLE] if upstreams else []
     if not host.get_fact(ServiceRunning, service="frr"):
-        yield from _announce([freebsd.service_start("frr")])
+        yield from _announce([freebsd.service_start("frr"), *settle])
         return
     if restart_bgpd:
-        yield from _announce([freebsd.BGPD_RESTART])
+        # vtysh -b only adds: the reload removes what this run removed from the other daemons.
+        yield from _announce([freebsd.BGPD_RESTART, freebsd.frr_reload(), *settle])
         return
     commands = []
     if _differs(freebsd.FRR_CONF, content) or host.get_fact(FrrPending, path=freebsd.FRR_CONF):
         commands.append(freebsd.frr_reload())
     if upstreams:
-        validator_starts = validator is not None and _validator_commands(*validator)
-        if validator_starts or not any(host.get_fact(RpkiCaches).values()):
-            commands.append(freebsd.RPKI_RESYNC)
-        elif any(
-            c["accepted"] + c["filtered"] != c["received"]
-            for c in host.get_fact(PolicyCounts, peers=upstreams).values()
-        ):
+        rpki = host.get_fact(RpkiState)
+        if not any(rpki["caches"].values()) and not rpki["roas"]:
+            commands.append(freebsd.rpki_reset(caches))
+        elif _stale(upstreams) or host.get_fact(RpkiInvalidAccepted):
             commands.append(freebsd.RPKI_SOFT_IN)
     if commands:
         yield from _announce(commands)
         return
     host.noop("the running FRR matches frr.conf")
+
+
+def _stale(upstreams: tuple[str, ...]) -> bool:
+    """Some upstream's routes do not add up: what it sent (Adj-RIB-In) is not what was accepted
+    plus what the inbound policy filters as it judges now. A decision FRR made with ROAs it
+    no longer has (tasks.freebsd.RPKI_SOFT_IN) is the one way this stays so."""
+    counts = host.get_fact(PolicyCounts, peers=upstreams).values()
+    return any(c["accepted"] + c["filtered"] != c["received"] for c in counts)
 
 
 @operation()

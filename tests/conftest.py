@@ -14,7 +14,8 @@ from tests import inventories
 
 
 def pytest_report_header() -> str:
-    """The FRR every FRR check here runs (the Debian 13 root's; FreeBSD's pkg ships 10.4/10.5)."""
+    """The FRR every FRR check here runs (the Debian 13 root's; FreeBSD's pkg: 10.5, 10.7 in
+    the newest ports)."""
     if not debian13.ready():
         return "FRR: missing (the Debian 13 root is not built: make deps)"
     vtysh = subprocess.run([str(debian13.BIN / "vtysh"), "-h"], capture_output=True, text=True)

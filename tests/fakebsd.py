@@ -73,6 +73,7 @@ class Host:
     frr_connections: dict[str, int] = field(default_factory=dict)
     bgpd_modules: list[str] = field(default_factory=list)  # what bgpd loaded when it started
     rtr_down: bool = False  # no RTR cache answers
+    roas: int = 0  # the ROAs FRR holds (kept when the caches go away, freed by rpki reset)
     rpki_invalid: list[str] = field(default_factory=list)  # accepted routes FRR says are invalid
     policy_stale: bool = False  # a ROA changed and FRR did not apply the policy again
     fail: list[str] = field(default_factory=list)  # command prefixes that must fail
@@ -662,6 +663,8 @@ class Machine:
         if not self.host.frr_running:
             return False, [], ["bgpd not running? (check /var/run/frr/bgpd.pid)."]
         self._start_bgpd()
+        if "bgpd_rpki" not in self.host.bgpd_modules:
+            return False, [], []  # the wait for the module gives up
         return self.ok()
 
     def bgpd_modules(self):
@@ -670,17 +673,39 @@ class Machine:
         rows = [f"{name:<12} 10.5.1" for name in self.host.bgpd_modules]
         return self.ok("Module information for bgpd:", "Module Name  Version", "", *rows, "pid: 9")
 
-    def rpki_connections(self):
-        caches = re.findall(
+    def _caches(self):
+        return re.findall(
             r"^ rpki cache tcp (\S+) (\d+) preference (\d+)$", self.host.frr_running or "", re.M
         )
-        if not caches or self.host.rtr_down:
-            return self.ok('{"error":"No connection to RPKI cache server."}')
+
+    def _synced(self) -> bool:
+        """A cache answers: FRR is in sync with it and holds its ROAs."""
+        if self._caches() and not self.host.rtr_down:
+            self.host.roas = 5
+            return True
+        return False
+
+    def rpki_state(self):
+        error = '{"error":"No connection to RPKI cache server."}'
+        if not self._caches() or (self.host.rtr_down and not self.host.roas):
+            return self.ok(error, "@", error)
+        state = "connected" if self._synced() else "disconnected"
         connections = [
-            {"mode": "tcp", "host": h, "port": p, "preference": int(n), "state": "connected"}
-            for h, p, n in caches
+            {"mode": "tcp", "host": h, "port": p, "preference": int(n), "state": state}
+            for h, p, n in self._caches()
         ]
-        return self.ok(json.dumps({"connectedGroup": 1, "connections": connections}))
+        counts = {"ipv4PrefixCount": 0, "ipv6PrefixCount": self.host.roas}
+        return self.ok(json.dumps({"connections": connections}), "@", json.dumps(counts))
+
+    def rpki_reset(self):
+        """freebsd.rpki_reset: nothing unless a cache answers (nc -z); then start over."""
+        if self.host.rtr_down:
+            return self.ok()
+        self.host.roas = 0
+        return self.rpki_settle()
+
+    def rpki_settle(self):
+        return self.soft_in() if self._synced() else self.ok()
 
     def rpki_invalid_accepted(self):
         routes = {prefix: [{"rpkiInvalid": True}] for prefix in self.host.rpki_invalid}
@@ -690,9 +715,6 @@ class Machine:
         self.host.rpki_invalid = []
         self.host.policy_stale = False
         return self.ok()
-
-    def rpki_resync(self):
-        return self.soft_in()
 
     def policy_counts(self):
         """Each upstream sent 20 routes: 5 accepted, 15 filtered, unless a decision is stale."""
@@ -809,22 +831,27 @@ HANDLERS: list[tuple[str, Any]] = [
     ),
     (r"pkg install -y -- (\S+)", Machine.pkg_install),
     (r"vtysh -d bgpd -c 'show modules' 2>/dev/null; true", Machine.bgpd_modules),
-    (r"vtysh -c 'show rpki cache-connection json' 2>/dev/null; true", Machine.rpki_connections),
+    (
+        r"vtysh -c 'show rpki cache-connection json' 2>/dev/null; echo '@'; "
+        r"vtysh -c 'show rpki prefix-count json' 2>/dev/null; true",
+        Machine.rpki_state,
+    ),
     (
         r"vtysh -c 'show bgp ipv6 unicast rpki invalid json' 2>/dev/null; true",
         Machine.rpki_invalid_accepted,
     ),
     (r"vtysh -c 'clear bgp ipv6 unicast \* soft in'", Machine.soft_in),
-    (r"vtysh -c 'rpki reset'; i=0; until .* soft in'", Machine.rpki_resync),
+    (r"if nc -z -w 3 .* then vtysh -c 'rpki reset'; i=0; until .*; fi; fi", Machine.rpki_reset),
+    (r"i=0; until vtysh -c 'show rpki cache-connection' .*; fi", Machine.rpki_settle),
     (r"echo '@ .*; true", Machine.policy_counts),
-    (r"service frr restart bgpd", Machine.bgpd_restart),
+    (r"service frr restart bgpd; i=0; until .*", Machine.bgpd_restart),
     (r"service (routinator|fort) restart", Machine.service_restart),
     (r"routinator -c (\S+) config >/dev/null" + _REFUSED, Machine.validate_routinator),
     (r"test -s (\S+)" + _REFUSED, Machine.validate_real),
     (
         r"(install -d -o routinator -g routinator /var/routinator /var/routinator/tals "
-        r"/var/routinator/repository|\[ -n \"\$\(ls /usr/local/etc/fort/tal\)\" \] \|\| "
-        r"fort --init-tals --tal /usr/local/etc/fort/tal)",
+        r"/var/routinator/repository|\[ \"\$\(ls /usr/local/etc/fort/tal/\*\.tal 2>/dev/null "
+        r"\| wc -l\)\" -ge 5 \] \|\| fort --init-tals --tal /usr/local/etc/fort/tal)",
         Machine.validator_prepare,
     ),
 ]

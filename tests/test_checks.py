@@ -60,7 +60,7 @@ def converged(plan: Plan, name: str) -> dict[str, Any]:
         "pings": {key: True for key in pings_for(plan, hp, Preflight())},
         "bgp": {p: {"state": "Established", "connections": 1} for p in peers},
         "advertised": {p: [str(plan.network.prefix)] for p in peers},
-        "rpki_caches": {"127.0.0.1 3323": True},
+        "rpki": {"caches": {"127.0.0.1 3323": True}, "roas": 5},
         "rpki_invalid": [],
     }
 

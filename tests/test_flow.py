@@ -563,13 +563,37 @@ def test_a_host_whose_earlier_change_waits_for_its_timer_is_left_alone(lab: Lab)
 # --- RPKI -----------------------------------------------------------------------------------
 
 
-def test_no_rtr_cache_is_a_warning_and_frr_starts_its_rtr_sessions_over(lab: Lab) -> None:
+def test_caches_gone_is_a_warning_and_frr_keeps_validating_with_its_roas(lab: Lab) -> None:
+    """Nothing is done: ``rpki reset`` would free the ROAs FRR still validates with."""
     assert lab.deploy("-y")[0].returncode == 0
     lab.edit_world(lambda w: setattr(w.hosts["router01"], "rtr_down", True))
     result, log = lab.deploy("-y")
     assert result.returncode == 0, result.stderr
-    assert "router01: RPKI: no RTR cache in sync (127.0.0.1 port 3323, " in result.stderr
-    assert [c for c in actions(log, "router01")] == [freebsd.RPKI_RESYNC]
+    assert (
+        "router01: RPKI: no RTR cache in sync (127.0.0.1 port 3323, 2001:db8:ffff:3::323 port "
+        "3323): FRR validates with the 5 ROAs it holds until they expire"
+    ) in result.stderr
+    assert actions(log, "router01") == []
+
+
+def test_an_frr_without_roas_starts_its_rtr_sessions_over_when_a_cache_answers(
+    lab: Lab,
+) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    caches = [("127.0.0.1", 3323), ("2001:db8:ffff:3::323", 3323)]
+    lab.edit_world(lambda w: setattr(w.hosts["router01"], "roas", 0))
+    lab.edit_world(lambda w: setattr(w.hosts["router01"], "rtr_down", True))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert "every route is accepted unvalidated until one answers" in result.stderr
+    assert actions(log, "router01") == [freebsd.rpki_reset(caches)]  # no cache answered
+    assert lab.world.hosts["router01"].roas == 0
+    lab.edit_world(lambda w: setattr(w.hosts["router01"], "rtr_down", False))
+    lab.edit_world(lambda w: setattr(w.hosts["router01"], "roas", 0))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    assert "RPKI" not in result.stderr
+    assert lab.world.hosts["router01"].roas == 5
     assert lab.world.hosts["router01"].frr_connections == {
         "2001:db8:300::1": 1,
         "2001:db8:100::ff": 1,
@@ -604,8 +628,12 @@ def test_rpki_on_a_running_bgpd_without_its_module_needs_a_restart_asked_for(
     assert result.returncode == 0, result.stderr
     assert "router01: bgpd restarts to load its rpki module" in result.stderr
     router = actions(log, "router01")
-    assert "service frr restart bgpd" in router
-    assert not [c for c in router if "frr-reload.py --reload" in c]
+    restart = router.index(freebsd.BGPD_RESTART)
+    assert router[restart : restart + 3] == [
+        freebsd.BGPD_RESTART,
+        freebsd.frr_reload(),
+        freebsd.RPKI_SETTLE,
+    ]
     assert lab.world.hosts["router01"].bgpd_modules == ["libfrr", "bgpd", "bgpd_rpki"]
     assert lab.world.hosts["router01"].frr_connections == {
         "2001:db8:300::1": 2,

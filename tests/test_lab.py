@@ -243,27 +243,41 @@ def test_a_roa_change_is_applied_by_the_next_deploy_without_a_session_reset(
     assert established(status.gather(lab)) == before
 
 
-def test_without_any_rtr_cache_the_sessions_stay_and_the_deploy_brings_rtr_back(
-    lab: Lab,
-) -> None:
+def stop_caches(lab: Lab) -> None:
+    """Every RTR cache down: the lab's on the Internet, and the router's own validator."""
+    validators = json.loads((lab.host_dir("router01") / "state.json").read_text())["validators"]
+    lab.stop_cache(next(iter(lab.state()["caches"])))
+    lab.run_in("router01", ["kill", str(validators["routinator"])], check=False)
+    assert wait_for(lambda: not in_sync(lab), 30)
+
+
+def test_without_any_rtr_cache_frr_keeps_validating_and_no_session_resets(lab: Lab) -> None:
     before = established(status.gather(lab))
     routes = accepted(lab)
-    external = next(iter(lab.state()["caches"]))
-    validators = json.loads((lab.host_dir("router01") / "state.json").read_text())["validators"]
-    lab.stop_cache(external)
-    lab.run_in("router01", ["kill", str(validators["routinator"])])
-    assert wait_for(lambda: not in_sync(lab), 30)
+    stop_caches(lab)
     time.sleep(3)
-    # FRR fails open and keeps what it has: nothing is withdrawn, no session resets.
+    assert accepted(lab) == routes  # nothing withdrawn, nothing invalid let in
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    assert "FRR validates with the 5 ROAs it holds until they expire" in output(result)
+    assert "service routinator start" in actions(log(lab, "router01"))  # back, by the deploy
     assert accepted(lab) == routes
     assert established(status.gather(lab)) == before
 
-    lab.start_cache(external)
+
+def test_an_frr_that_holds_no_roas_is_brought_back_in_sync_by_the_deploy(lab: Lab) -> None:
+    """As after a reboot with the caches away: FRR holds no ROAs, and rtrlib would wait its
+    retry interval (or, for a cache that restarted, its expire interval) before it syncs."""
+    before = established(status.gather(lab))
+    routes = accepted(lab)
+    stop_caches(lab)
+    lab.vtysh("router01", "rpki reset")  # frees the ROAs FRR held
+    assert wait_for(lambda: not roa_table(lab), 10)
+    lab.start_cache(next(iter(lab.state()["caches"])))
     result = deploy(lab, "-y")
     assert result.returncode == 0, output(result)
-    router = actions(log(lab, "router01"))
-    assert "service routinator start" in router  # the deploy restarts the validator
-    assert in_sync(lab)  # ...and FRR's RTR sessions start over (`rpki reset`)
+    assert in_sync(lab)  # `rpki reset` once a cache answered, then the policy again
+    assert "RPKI" not in output(result)
     assert accepted(lab) == routes
     assert established(status.gather(lab)) == before
 

@@ -209,14 +209,21 @@ def test_restarting_bgpd_is_asked_for_and_said(ref, plan_for):
 
 def test_no_cache_in_sync_and_an_accepted_invalid_are_warnings(ref, plan_for):
     plan = plan_for(ref)
-    found = {"rpki_caches": {"127.0.0.1 3323": False}, "rpki_invalid": []}
+    caches = "(127.0.0.1 port 3323, 2001:db8:ffff:3::323 port 3323)"
+    found = {"rpki": {"caches": {"127.0.0.1 3323": False}, "roas": 0}, "rpki_invalid": []}
     (warning,) = checks._rpki(plan, found)
     assert warning.warning and not warning.waitable
     assert warning.line == (
-        "router01: RPKI: no RTR cache in sync (127.0.0.1 port 3323, 2001:db8:ffff:3::323 port "
-        "3323): every route is accepted unvalidated until one answers"
+        f"router01: RPKI: no RTR cache in sync {caches}: every route is accepted unvalidated "
+        "until one answers"
     )
-    found = {"rpki_caches": {"2001:db8:ffff:3::323 3323": True}, "rpki_invalid": ["2620:fe::/48"]}
+    found["rpki"]["roas"] = 5
+    (warning,) = checks._rpki(plan, found)
+    assert warning.line.endswith(": FRR validates with the 5 ROAs it holds until they expire")
+    found = {
+        "rpki": {"caches": {"2001:db8:ffff:3::323 3323": True}, "roas": 5},
+        "rpki_invalid": ["2620:fe::/48"],
+    }
     (stale,) = checks._rpki(plan, found)
     assert stale.warning and not stale.waitable
     assert "1 accepted route(s) are RPKI invalid (2620:fe::/48)" in stale.line

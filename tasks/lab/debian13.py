@@ -18,6 +18,7 @@ and writes the host's files at FreeBSD's paths.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,8 @@ def wrapper(program: str, root: Path = ROOT) -> str:
         "#!/bin/sh\n"
         f"# {program} of FRR 10 from the Debian 13 root (tasks/lab/debian13.py).\n"
         "exec unshare --mount --propagation private /bin/sh -c "
-        f'\'mount --bind /tmp "$0/tmp" && exec chroot "$0" {argv} "$@"\' {root} "$@"\n'
+        f'\'mount --bind /tmp "$0/tmp" && exec chroot "$0" {argv} "$@"\' '
+        f'{shlex.quote(str(root))} "$@"\n'
     )
 
 
@@ -140,15 +142,18 @@ def build(root: Path = ROOT) -> None:
     policy = partial / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
-    _run(["mount", "-t", "proc", "proc", str(partial / "proc")])
-    try:
-        _run(
-            ["chroot", str(partial), "apt-get", "install", "-y", "-q", *APT_OPTIONS, *PACKAGES],
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-        _run(["chroot", str(partial), "apt-get", "clean"])
-    finally:
-        _run(["umount", str(partial / "proc")])
+    # The packages' scripts run in mount and PID namespaces of their own, with a /proc of
+    # that PID namespace: nothing stays mounted when the build ends, even when it is killed.
+    install = " ".join(["apt-get", "install", "-y", "-q", *APT_OPTIONS, *PACKAGES])
+    target = shlex.quote(str(partial))
+    script = (
+        f"mount -t proc proc {target}/proc && chroot {target} {install} && "
+        f"chroot {target} apt-get clean"
+    )
+    _run(
+        ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "sh", "-c", script],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     for mount_point in HOST_BINDS:
         (partial / mount_point.lstrip("/")).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root, ignore_errors=True)

@@ -64,7 +64,7 @@ RELEASE = "14.3-RELEASE"
 CUT = "cut"
 VAR_DB = "/var/db"
 INITIAL_MODULES = ("if_gif",)  # in GENERIC
-PROGRAMS = ("ip", "unshare", "nsenter", "chroot", "socat", "bird", "birdc", "ssh-keygen")
+PROGRAMS = ("ip", "unshare", "nsenter", "chroot", "socat", "nc", "bird", "birdc", "ssh-keygen")
 
 
 class LabError(Exception):
