@@ -8,6 +8,7 @@ a VPS touches only its tunnel and the firewalls, and what each failure leaves be
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -639,3 +640,20 @@ def test_rpki_on_a_running_bgpd_without_its_module_needs_a_restart_asked_for(
         "2001:db8:300::1": 2,
         "2001:db8:100::ff": 2,
     }
+
+
+def test_fort_in_place_of_routinator(lab: Lab, ref: dict[str, Any]) -> None:
+    ref["routers"]["rpki"]["validator"] = "fort"
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    router = lab.world.hosts["router01"]
+    assert "fort" in router.packages and "fort" in router.services
+    assert json.loads(router.files["/usr/local/etc/fort/fort-config.json"])["server"] == {
+        "address": ["127.0.0.1"],
+        "port": "8323",
+    }
+    assert 'fort_enable="YES"' in router.files["/etc/rc.conf.d/fort"]
+    commands = actions(log, "router01")
+    prepare = commands.index(freebsd.VALIDATORS["fort"].prepare)
+    assert commands[prepare + 1] == "service fort start"
+    assert commands.index("service fort start") < commands.index("service frr start")
