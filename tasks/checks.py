@@ -188,7 +188,15 @@ def _rpki(plan: Plan, found: dict[str, Any]) -> list[Finding]:
     name = plan.router.name
     findings = []
     state = found["rpki"]
-    if not any(state["caches"].values()):
+    if any(state["caches"].values()) and not state["roas"]:
+        findings.append(
+            Finding(
+                f"{name}: RPKI: the cache in sync serves no ROAs: nothing is validated (a "
+                "validator still fetching, or without its trust anchors)",
+                warning=True,
+            )
+        )
+    elif not any(state["caches"].values()):
         caches = ", ".join(f"{c.address} port {c.port}" for c in rtr_caches(rpki))
         effect = (
             f"FRR validates with the {state['roas']} ROAs it holds until they expire"

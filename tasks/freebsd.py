@@ -164,23 +164,34 @@ RPKI_INVALID_ACCEPTED = "vtysh -c 'show bgp ipv6 unicast rpki invalid json' 2>/d
 # stay accepted though invalid, or rejected though valid (both seen in the lab).
 RPKI_SOFT_IN = "vtysh -c 'clear bgp ipv6 unicast * soft in'"
 _RPKI_SYNCED = "vtysh -c 'show rpki cache-connection' 2>/dev/null | grep -q '(connected)'"
-# Once a cache is in sync (waiting at most 90 s), the policy again: for what FRR accepted
-# before it had ROAs. Without a cache in sync, nothing: a soft reset would only re-accept.
+# FRR validates only with ROAs: a soft reset while it holds none (no cache synced yet, or one
+# that serves none) would accept every invalid route again. Decided when it runs, not from
+# what the run read before it started (bgp_rpki.c print_prefix_table: "... Prefixes: N").
+_RPKI_HOLDS_ROAS = "vtysh -c 'show rpki prefix-count' 2>/dev/null | grep -q 'Prefixes: [1-9]'"
+RPKI_SOFT_IN_WITH_ROAS = f"if {_RPKI_HOLDS_ROAS}; then {RPKI_SOFT_IN}; fi"
+# Once a cache is in sync and FRR holds ROAs (polled at most 90 times, a second apart), the
+# policy again: for what FRR accepted before, which nothing else judges again (after a start,
+# or a reload that changed the caches: bgp_rpki.c start() clears rtr_is_synced).
 RPKI_SETTLE = (
-    f"i=0; until {_RPKI_SYNCED} || [ $i -ge 90 ]; do sleep 1; i=$((i+1)); done; "
-    f"if {_RPKI_SYNCED}; then {RPKI_SOFT_IN}; fi"
+    f"i=0; until {{ {_RPKI_SYNCED} && {_RPKI_HOLDS_ROAS}; }} || [ $i -ge 90 ]; "
+    f"do sleep 1; i=$((i+1)); done; {RPKI_SOFT_IN_WITH_ROAS}"
 )
 
 
 def rpki_reset(caches: Iterable[tuple[object, int]]) -> str:
-    """FRR's RTR sessions started over, when a cache answers (nc -z), then ``RPKI_SETTLE``.
+    """FRR's RTR sessions started over, when it holds no ROAs and a cache answers (nc -z), then
+    ``RPKI_SETTLE``.
 
-    Only for an FRR that holds no ROAs (``rpki reset`` frees the ones it holds, rtr_mgr_free):
-    FRR waits its retry interval (600 s) after a cache refused it, and rtrlib 0.8 asks a cache
-    that restarted for its old session ID, which the cache refuses (stayrtr "Invalid request",
-    seen in the lab; FORT answers Corrupt Data) until the expire interval has passed."""
+    Only for an FRR that holds no ROAs, checked when it runs (``rpki reset`` frees the ones it
+    holds, rtr_mgr_free): FRR waits its retry interval (600 s) after a cache refused it, and
+    rtrlib 0.8 asks a cache that restarted for its old session ID, which the cache refuses
+    (stayrtr "Invalid request", seen in the lab; FORT answers Corrupt Data) until the expire
+    interval has passed."""
     probes = " || ".join(f"nc -z -w 3 {q(host)} {int(port)}" for host, port in caches)
-    return f"if {probes}; then vtysh -c 'rpki reset'; {RPKI_SETTLE}; fi"
+    return (
+        f"if {_RPKI_HOLDS_ROAS}; then :; elif {probes}; then "
+        f"vtysh -c 'rpki reset'; {RPKI_SETTLE}; fi"
+    )
 
 
 def policy_counts(peers: Iterable[object]) -> str:

@@ -310,8 +310,9 @@ def pf(content: str, deferred: bool = False):
 @operation()
 def rpki_validator(program: str, config: str):
     """Run the router's RPKI validator: start it (the first start prepared as its rc script
-    requires), or restart it when its config changed. A restart costs FRR nothing: it keeps
-    the ROAs it holds (for the expire interval) and asks its other caches meanwhile."""
+    requires), or restart it when its config changed. FRR keeps the ROAs it holds meanwhile,
+    but resyncs with the restarted validator (a new RTR session ID) only after the expire
+    interval, asking its other caches until then (README, "RPKI on the running router")."""
     running = host.get_fact(ServiceRunning, service=program)
     if running and not _differs(freebsd.VALIDATORS[program].config, config):
         host.noop(f"{program} runs with its config")
@@ -334,9 +335,10 @@ def frr(
     when the pre-flight found it must load a module and the operator asked for it.
 
     With RPKI (``upstreams``: the peers whose inbound policy validates; ``caches``: the RTR
-    caches, host and port): after FRR or bgpd starts, the policy again once a cache is in
-    sync (nothing re-judges what was learned before); an FRR that holds no ROAs starts its RTR
-    sessions over when a cache answers; a stale decision gets the policy again."""
+    caches, host and port): after FRR or bgpd starts, or a reload, the policy again once a
+    cache is in sync (nothing re-judges what was learned before); an FRR that holds no ROAs
+    starts its RTR sessions over when a cache answers; a stale decision gets the policy again.
+    Every soft reset waits for, or checks, ROAs when it runs."""
     settle = [freebsd.RPKI_SETTLE] if upstreams else []
     if not host.get_fact(ServiceRunning, service="frr"):
         yield from _announce([freebsd.service_start("frr"), *settle])
@@ -347,13 +349,14 @@ def frr(
         return
     commands = []
     if _differs(freebsd.FRR_CONF, content) or host.get_fact(FrrPending, path=freebsd.FRR_CONF):
-        commands.append(freebsd.frr_reload())
-    if upstreams:
+        # With RPKI, the policy again once in sync: a changed cache list restarts RTR.
+        commands += [freebsd.frr_reload(), *settle]
+    elif upstreams:
         rpki = host.get_fact(RpkiState)
         if not any(rpki["caches"].values()) and not rpki["roas"]:
             commands.append(freebsd.rpki_reset(caches))
         elif _stale(upstreams) or host.get_fact(RpkiInvalidAccepted):
-            commands.append(freebsd.RPKI_SOFT_IN)
+            commands.append(freebsd.RPKI_SOFT_IN_WITH_ROAS)
     if commands:
         yield from _announce(commands)
         return

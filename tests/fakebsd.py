@@ -28,6 +28,7 @@ from typing import Any
 
 from netaddr import IPAddress, IPNetwork
 
+from tasks import freebsd
 from tasks.lab import debian13, pf
 
 MISSING = "__pyinfra_missing_"
@@ -698,14 +699,17 @@ class Machine:
         return self.ok(json.dumps({"connections": connections}), "@", json.dumps(counts))
 
     def rpki_reset(self):
-        """freebsd.rpki_reset: nothing unless a cache answers (nc -z); then start over."""
-        if self.host.rtr_down:
+        """freebsd.rpki_reset: nothing while FRR holds ROAs, or unless a cache answers
+        (nc -z); then start over."""
+        if self.host.roas or self.host.rtr_down:
             return self.ok()
-        self.host.roas = 0
         return self.rpki_settle()
 
     def rpki_settle(self):
         return self.soft_in() if self._synced() else self.ok()
+
+    def soft_in_with_roas(self):
+        return self.soft_in() if self.host.roas else self.ok()
 
     def rpki_invalid_accepted(self):
         routes = {prefix: [{"rpkiInvalid": True}] for prefix in self.host.rpki_invalid}
@@ -841,8 +845,13 @@ HANDLERS: list[tuple[str, Any]] = [
         Machine.rpki_invalid_accepted,
     ),
     (r"vtysh -c 'clear bgp ipv6 unicast \* soft in'", Machine.soft_in),
-    (r"if nc -z -w 3 .* then vtysh -c 'rpki reset'; i=0; until .*; fi; fi", Machine.rpki_reset),
-    (r"i=0; until vtysh -c 'show rpki cache-connection' .*; fi", Machine.rpki_settle),
+    (
+        r"if vtysh -c 'show rpki prefix-count' .*; then :; elif nc -z -w 3 .*; then "
+        r"vtysh -c 'rpki reset'; " + re.escape(freebsd.RPKI_SETTLE) + "; fi",
+        Machine.rpki_reset,
+    ),
+    (re.escape(freebsd.RPKI_SETTLE), Machine.rpki_settle),
+    (re.escape(freebsd.RPKI_SOFT_IN_WITH_ROAS), Machine.soft_in_with_roas),
     (r"echo '@ .*; true", Machine.policy_counts),
     (r"service frr restart bgpd; i=0; until .*", Machine.bgpd_restart),
     (r"service (routinator|fort) restart", Machine.service_restart),

@@ -606,7 +606,7 @@ def test_a_stale_rpki_decision_gets_the_policy_again_without_a_reset(lab: Lab) -
     lab.edit_world(lambda w: setattr(w.hosts["router01"], "policy_stale", True))
     result, log = lab.deploy("-y")
     assert result.returncode == 0, result.stderr
-    assert actions(log, "router01") == [freebsd.RPKI_SOFT_IN]
+    assert actions(log, "router01") == [freebsd.RPKI_SOFT_IN_WITH_ROAS]
     assert not lab.world.hosts["router01"].policy_stale
 
 
@@ -657,3 +657,15 @@ def test_fort_in_place_of_routinator(lab: Lab, ref: dict[str, Any]) -> None:
     prepare = commands.index(freebsd.VALIDATORS["fort"].prepare)
     assert commands[prepare + 1] == "service fort start"
     assert commands.index("service fort start") < commands.index("service frr start")
+
+
+def test_a_reload_with_rpki_judges_again_once_in_sync(lab: Lab) -> None:
+    """A changed cache list restarts FRR's RTR (bgp_rpki.c start()): after the reload, the
+    policy again once a cache is in sync and FRR holds ROAs."""
+    assert lab.deploy("-y")[0].returncode == 0
+    upstream(lab.ref, "lagrange")["prepend"] = 3
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    commands = actions(log, "router01")
+    reload = commands.index(freebsd.frr_reload())
+    assert commands[reload + 1] == freebsd.RPKI_SETTLE

@@ -229,6 +229,13 @@ def test_no_cache_in_sync_and_an_accepted_invalid_are_warnings(ref, plan_for):
     assert "1 accepted route(s) are RPKI invalid (2620:fe::/48)" in stale.line
 
 
+def test_a_cache_in_sync_without_roas_is_a_warning(ref, plan_for):
+    found = {"rpki": {"caches": {"127.0.0.1 3323": True}, "roas": 0}, "rpki_invalid": []}
+    (warning,) = checks._rpki(plan_for(ref), found)
+    assert warning.warning
+    assert "the cache in sync serves no ROAs: nothing is validated" in warning.line
+
+
 def test_the_checks_read_rpki_only_where_it_is_configured(ref, plan_for):
     del ref["routers"]["rpki"]
     assert checks._rpki(plan_for(ref), {}) == []
