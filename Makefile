@@ -17,7 +17,7 @@ APT_PACKAGES := debootstrap bird2 openssh-server openssh-client socat iproute2 n
 # `make demo` keeps its lab apart from one you run yourself (`ownas lab up`, in .lab).
 DEMO := --dir .lab-demo --prefix ownas-demo
 
-.PHONY: all deps system-deps frr10 test lint golden demo clean
+.PHONY: all deps system-deps frr10 test lint golden demo bench clean
 
 all: test
 
@@ -53,6 +53,11 @@ demo: deps
 		$(BIN)/pyinfra .lab-demo/inventory.py deploy.py -y && \
 		echo && $(BIN)/ownas lab status $(DEMO)
 
+# What a deploy costs, measured in the lab (root): one table of wall times, their ratio to
+# `pyinfra INV exec -- true` and the commands each host ran. Not part of `make test`.
+bench: deps
+	$(BIN)/python -m tasks.lab.bench
+
 # Regenerate the golden files after an intended change, then review the diff line by line
 # against shared/reference/reference-network.md and update tests/golden/REVIEW.md.
 golden: $(BIN)/ownas
@@ -61,4 +66,4 @@ golden: $(BIN)/ownas
 	git diff --stat -- tests/golden
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .lab-demo build
+	rm -rf $(VENV) .pytest_cache .ruff_cache .lab-demo .lab-bench build

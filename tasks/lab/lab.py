@@ -63,6 +63,8 @@ RELEASE = "14.3-RELEASE"
 # controller out). The pfctl stand-in makes and removes it (see Lab.lock_out).
 CUT = "cut"
 VAR_DB = "/var/db"
+# In a host's directory: every command SSH ran on the host, NUL-terminated (Lab.remote_commands).
+REMOTE_LOG = "remote.log"
 INITIAL_MODULES = ("if_gif",)  # in GENERIC
 PROGRAMS = ("ip", "unshare", "nsenter", "chroot", "socat", "nc", "bird", "birdc", "ssh-keygen")
 
@@ -330,6 +332,15 @@ class Lab:
             )
             launcher.chmod(0o755)
         # FRR 10's vtysh, from the Debian 13 root, as the deploy and `ownas lab status` run it.
+        # root's login shell: /bin/sh, after it counted the command SSH runs (REMOTE_LOG).
+        shell = self.dir / "shell/sh"
+        shell.parent.mkdir()
+        shell.write_text(
+            "#!/bin/sh\n"
+            f'[ "$1" = -c ] && printf \'%s\\0\' "$2" >> "$OWNAS_LAB_HOST/{REMOTE_LOG}"\n'
+            'exec /bin/sh "$@"\n'
+        )
+        shell.chmod(0o755)
         # (frr-reload.py comes with `pkg install frr10-pythontools`: tasks.lab.standin.pkg)
         debian13.write_wrappers(bin_dir, programs=("vtysh",))
 
@@ -409,7 +420,8 @@ class Lab:
         _run(["cp", "-a", "/etc/.", str(root / "etc")])
         passwd = root / "etc/passwd"
         root_shell = r"^(root:[^:]*:0:0:[^:]*:[^:]*):.*$"
-        passwd.write_text(re.sub(root_shell, r"\1:/bin/sh", passwd.read_text(), flags=re.M))
+        shell = f"\\1:{self.dir / 'shell/sh'}"
+        passwd.write_text(re.sub(root_shell, shell, passwd.read_text(), flags=re.M))
         (root / "etc/rc.conf").write_text(f'hostname="{name}"\nsshd_enable="YES"\n')
         for stale in ("rc.conf.local", "pf.conf"):
             (root / "etc" / stale).unlink(missing_ok=True)
@@ -578,6 +590,12 @@ class Lab:
         links.save_state(self.host_dir(name), state)
         if marker is None:
             (self.host_dir(name) / CUT).unlink(missing_ok=True)
+
+    def remote_commands(self, name: str) -> int:
+        """How many commands SSH has run on host ``name`` so far (each through its login
+        shell: what the host ran, not what the deploy thinks it sent)."""
+        path = self.host_dir(name) / REMOTE_LOG
+        return path.read_bytes().count(b"\0") if path.exists() else 0
 
     def stop_sshd(self, name: str) -> None:
         """Make host ``name`` unreachable over SSH (its sshd stops; everything else runs on)."""
