@@ -30,6 +30,7 @@ from netaddr import IPAddress, IPNetwork
 
 from tasks import freebsd
 from tasks.lab import debian13, pf
+from tasks.lab.standin import ROUTINATOR_KEYS
 
 MISSING = "__pyinfra_missing_"
 FORWARDING = ("net.inet6.ip6.forwarding", "net.inet.ip.forwarding")
@@ -738,7 +739,7 @@ class Machine:
             config = tomllib.loads(self.host.files.get(path, ""))
         except tomllib.TOMLDecodeError as error:
             return False, [], [str(error)]
-        if "repository-dir" not in config or set(config) - {"repository-dir", "rtr-listen"}:
+        if "repository-dir" not in config or set(config) - set(ROUTINATOR_KEYS):
             return False, [], [f"Failed in config file {path}"]
         return self.ok()
 

@@ -122,6 +122,17 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+@contextlib.contextmanager
+def as_before(path: Path) -> Iterator[None]:
+    """``path`` as it is now, put back when the block ends, also when it fails (the tests
+    share one lab and one inventory)."""
+    original = path.read_text()
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
 def test_the_first_deploy_converges(lab: Lab) -> None:
     result = deploy(lab, "-y")
     assert result.returncode == 0, output(result)
@@ -225,17 +236,14 @@ def test_a_roa_change_is_applied_by_the_next_deploy_without_a_session_reset(
     policy filters now) and applies the policy again from Adj-RIB-In."""
     before = established(status.gather(lab))
     roas = lab.dir / debian13.ROAS
-    original = roas.read_text()
     hijack = {"prefix": "2620:fe::/48", "maxLength": 48, "asn": 99999}
-    data = json.loads(original)
-    roas.write_text(json.dumps({"roas": [*data["roas"], hijack]}))
-    try:
+    with as_before(roas):
+        data = json.loads(roas.read_text())
+        roas.write_text(json.dumps({"roas": [*data["roas"], hijack]}))
         assert wait_for(lambda: ("2620:fe::", 99999) in roa_table(lab))
         result = deploy(lab, "-y")
         assert result.returncode == 0, output(result)
         assert wait_for(lambda: "2620:fe::/48" not in accepted(lab), 15)
-    finally:
-        roas.write_text(original)
     assert wait_for(lambda: ("2620:fe::", 99999) not in roa_table(lab))
     result = deploy(lab, "-y")
     assert result.returncode == 0, output(result)
@@ -286,14 +294,11 @@ def test_a_dry_run_after_an_edit_shows_the_diff_and_changes_nothing(
     lab: Lab, inventory: Path
 ) -> None:
     routers = inventory.parent / "group_data" / "routers.py"
-    original = routers.read_text()
-    edit(routers, '"prepend": 2,', '"prepend": 3,')
-    hashes = files(lab)
-    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
-    try:
+    with as_before(routers):
+        edit(routers, '"prepend": 2,', '"prepend": 3,')
+        hashes = files(lab)
+        counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
         result = deploy(lab, "--dry", "--diff")
-    finally:
-        routers.write_text(original)
     assert result.returncode == 0, output(result)
     text = output(result)
     assert "will modify /usr/local/etc/frr/frr.conf" in text
@@ -463,11 +468,8 @@ def test_an_upstream_over_its_max_prefixes_is_cut_off_and_named(lab: Lab, invent
     is then applied without resetting anything."""
     before = established(status.gather(lab))
     routers = inventory.parent / "group_data" / "routers.py"
-    original = routers.read_text()
-    try:
+    with as_before(routers):
         cut_off_and_back(lab, routers, before)
-    finally:
-        routers.write_text(original)
 
 
 def cut_off_and_back(lab: Lab, routers: Path, before: dict[str, int]) -> None:
@@ -561,14 +563,11 @@ def test_a_downstream_alone_waits_for_its_router(lab: Lab, inventory: Path) -> N
     """``--limit vps01`` while router01 runs an older pf.conf (a new trusted source is not
     deployed to it yet): router01 is read, not changed, and vps01 is not touched."""
     group = inventory.parent / "group_data" / "all.py"
-    original = group.read_text()
-    edit(group, '"198.51.100.101",', '"198.51.100.101",\n    "198.51.100.102",')
-    hashes = files(lab)
-    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
-    try:
+    with as_before(group):
+        edit(group, '"198.51.100.101",', '"198.51.100.101",\n    "198.51.100.102",')
+        hashes = files(lab)
+        counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
         result = deploy(lab, "-y", "--limit", "vps01")
-    finally:
-        group.write_text(original)
     text = output(result)
     assert result.returncode == 1, text
     assert (
@@ -589,18 +588,14 @@ def test_a_change_that_breaks_a_session_is_rolled_back(lab: Lab, inventory: Path
     session Established again, and ends with exit status 1. vps01 is never touched."""
     routers = inventory.parent / "group_data" / "routers.py"
     group = inventory.parent / "group_data" / "all.py"
-    originals = {path: path.read_text() for path in (routers, group)}
-    edit(routers, '"asn": 209735,', '"asn": 209736,')
-    group.write_text(originals[group] + "\ncheck_timeout = 30\n")
-    frr_conf = lab.host_dir("router01") / "root/usr-local/etc/frr/frr.conf"
-    before_conf = frr_conf.read_text()
-    ifog = established(status.gather(lab))["ifog"]
-    vps = len(log(lab, "vps01"))
-    try:
+    with as_before(routers), as_before(group):
+        edit(routers, '"asn": 209735,', '"asn": 209736,')
+        group.write_text(group.read_text() + "\ncheck_timeout = 30\n")
+        frr_conf = lab.host_dir("router01") / "root/usr-local/etc/frr/frr.conf"
+        before_conf = frr_conf.read_text()
+        ifog = established(status.gather(lab))["ifog"]
+        vps = len(log(lab, "vps01"))
         result = deploy(lab, "-y")
-    finally:
-        for path, text in originals.items():
-            path.write_text(text)
     text = output(result)
     assert result.returncode == 1, text
     assert "router01: BGP lagrange (2001:db8:100::ff, AS209736): " in text
@@ -639,32 +634,31 @@ def test_a_change_that_locks_the_controller_out_is_undone_by_the_host(
     confirm_timeout + 30 s, with pf and FRR running them and both sessions Established. The
     next run says so first, converges, and leaves no timer anywhere."""
     group = inventory.parent / "group_data" / "all.py"
-    original = group.read_text()
-    edit(group, '"198.51.100.101",', '"198.51.100.101",\n    "198.51.100.102",')
-    group.write_text(group.read_text() + "\ncheck_timeout = 10\nconfirm_timeout = 10\n")
     router_root = lab.host_dir("router01") / "root"
     pf_conf = (router_root / "etc/pf.conf").read_text()
-    lab.lock_out("router01", "198.51.100.102")
-    try:
-        started = time.monotonic()
-        result = deploy(lab, "-y")
-        assert result.returncode == 1, output(result)
-        assert "198.51.100.102" in (router_root / "etc/pf.conf").read_text()  # installed
-        assert (lab.host_dir("router01") / "cut").exists()  # ...and locked out
-        record = router_root / "var-db/ownas/restored"
+    with as_before(group):
+        edit(group, '"198.51.100.101",', '"198.51.100.101",\n    "198.51.100.102",')
+        group.write_text(group.read_text() + "\ncheck_timeout = 10\nconfirm_timeout = 10\n")
+        lab.lock_out("router01", "198.51.100.102")
+        try:
+            started = time.monotonic()
+            result = deploy(lab, "-y")
+            assert result.returncode == 1, output(result)
+            assert "198.51.100.102" in (router_root / "etc/pf.conf").read_text()  # installed
+            assert (lab.host_dir("router01") / "cut").exists()  # ...and locked out
+            record = router_root / "var-db/ownas/restored"
 
-        def restored_itself() -> bool:
-            # The record is written last, after pf (which ends the cut) was reloaded.
-            done = record.exists() and "/etc/pf.conf" in record.read_text()
-            cut = (lab.host_dir("router01") / "cut").exists()
-            return done and not cut and not restore_timers(lab)
+            def restored_itself() -> bool:
+                # The record is written last, after pf (which ends the cut) was reloaded.
+                done = record.exists() and "/etc/pf.conf" in record.read_text()
+                cut = (lab.host_dir("router01") / "cut").exists()
+                return done and not cut and not restore_timers(lab)
 
-        while time.monotonic() - started < 10 + 10 + 30 and not restored_itself():
-            time.sleep(1)
-        assert restored_itself(), "the host did not restore itself"
-    finally:
-        group.write_text(original)
-        lab.lock_out("router01", None)
+            while time.monotonic() - started < 10 + 10 + 30 and not restored_itself():
+                time.sleep(1)
+            assert restored_itself(), "the host did not restore itself"
+        finally:
+            lab.lock_out("router01", None)
     assert (router_root / "etc/pf.conf").read_text() == pf_conf
     assert set(established(status.gather(lab))) == {"ifog", "lagrange"}
     result = deploy(lab, "-y")
