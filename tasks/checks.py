@@ -15,7 +15,14 @@ from pyinfra import host
 from pyinfra.facts.files import Sha256File
 
 from tasks import facts, freebsd
-from tasks.facts import peer_lookups, peer_route_problems, route_matches
+from tasks.facts import (
+    Read,
+    peer_lookups,
+    peer_route_problems,
+    pf_problems,
+    route_matches,
+    tunnel_drift,
+)
 from tasks.operations import sha256
 from tasks.plan import MAX_PREFIX_RESTART, RPKI_ROUTE_MAP, HostPlan, Plan, Tunnel, rtr_caches
 from tasks.preflight import Preflight, read_fact
@@ -28,29 +35,6 @@ class Finding:
     warning: bool = False  # reported, but does not fail the run
     # Fails the run, but the change needs it (a reboot): the host is not rolled back.
     expected: bool = False
-
-
-def _tunnel(name: str, tunnel: Tunnel, interface: Any) -> list[Finding]:
-    label = f"{name}: tunnel {tunnel.interface} to {tunnel.far_end}"
-    if interface is None:
-        return [Finding(f"{label}: does not exist")]
-    found = []
-    if not interface.up:
-        found.append(Finding(f"{label}: is down"))
-    endpoints = (str(tunnel.source), str(tunnel.destination))
-    if interface.tunnel != endpoints:
-        live = " -> ".join(interface.tunnel) if interface.tunnel else "none"
-        found.append(Finding(f"{label}: endpoints are {live}, planned {' -> '.join(endpoints)}"))
-    if interface.fib != tunnel.fib or interface.tunnelfib != 0:
-        found.append(
-            Finding(
-                f"{label}: fib {interface.fib} tunnelfib {interface.tunnelfib}, "
-                f"planned fib {tunnel.fib} tunnelfib 0"
-            )
-        )
-    if (str(tunnel.address), str(tunnel.peer), 128) not in interface.inet6:
-        found.append(Finding(f"{label}: has no inner pair {tunnel.address} -> {tunnel.peer}"))
-    return found
 
 
 def _peer_routes(label: str, tunnel: Tunnel, routes: dict[Any, Any]) -> list[Finding]:
@@ -92,30 +76,8 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
         if tunnel.interface in pre.deferred_tunnels:
             continue
         findings += tunnel_findings(name, tunnel, found)
-        pinged = found["pings"]
-        if hp.role == "router" and tunnel.role == "upstream":
-            findings += _ping(
-                f"{name}: ping {tunnel.peer} through {tunnel.interface}",
-                pinged[(str(tunnel.peer), None, 0)],
-            )
-        elif hp.role == "router" and not _proven_from_far_end(plan, tunnel):
-            findings += _ping(
-                f"{name}: ping {tunnel.peer} through {tunnel.interface} (unmanaged "
-                f"{tunnel.far_end}: is its side configured? see its settings.txt)",
-                pinged[(str(tunnel.peer), None, 0)],
-                warning=True,
-            )
-        elif hp.role == "downstream":
-            findings += _ping(
-                f"{name}: ping {tunnel.peer} through {tunnel.interface} in FIB {tunnel.fib}",
-                pinged[(str(tunnel.peer), str(tunnel.address), tunnel.fib)],
-            )
-            source = str(hp.loopback.ip)
-            findings += _ping(
-                f"{name}: traffic from {source} does not leave through {tunnel.interface} "
-                f"(ping {tunnel.peer} from it in FIB {tunnel.fib})",
-                pinged[(str(tunnel.peer), source, tunnel.fib)],
-            )
+    for ping in pings(plan, hp, pre):
+        findings += _ping(ping.label, found["pings"].get(ping.key, False), warning=ping.warning)
     if hp.ipv6_uplink is not None:
         findings += _ipv6_default(name, hp, found["routes"].get(("default", 0)))
     for route in (*hp.routes, *hp.fib_routes):
@@ -132,25 +94,18 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
 
 def pf_findings(name: str, found: dict[str, Any]) -> list[Finding]:
     """pf enabled, with the rules of /etc/pf.conf loaded (and nothing installed unloaded)."""
-    if found["pf_status"] != "Enabled":
-        return [Finding(f"{name}: pf is not enabled")]
-    if found["pf_pending"]:
-        return [Finding(f"{name}: pf: /etc/pf.conf is installed but not loaded")]
-    if found["pf_rules"] != found["pf_file_rules"]:
-        return [
-            Finding(
-                f"{name}: pf has {len(found['pf_rules'])} rules loaded, /etc/pf.conf expands "
-                f"to {len(found['pf_file_rules'])} that differ"
-            )
-        ]
-    return []
+    problems = pf_problems(
+        found["pf_status"], found["pf_pending"], found["pf_rules"], found["pf_file_rules"]
+    )
+    return [Finding(f"{name}: {line}") for line in problems]
 
 
 def tunnel_findings(name: str, tunnel: Tunnel, found: dict[str, Any]) -> list[Finding]:
     """The tunnel as planned (exists, up, endpoints, FIBs, inner pair), then its far end's
     route in the right FIB."""
     label = f"{name}: tunnel {tunnel.interface} to {tunnel.far_end}"
-    findings = _tunnel(name, tunnel, found["ifconfig"].get(tunnel.interface))
+    interface = found["ifconfig"].get(tunnel.interface)
+    findings = [Finding(f"{label}: {d.line}") for d in tunnel_drift(tunnel, interface)]
     return findings or _peer_routes(label, tunnel, found["routes"])
 
 
@@ -241,51 +196,121 @@ def route_lookups(hp: HostPlan, pre: Preflight) -> list[tuple[str, int]]:
     return lookups
 
 
-def pings_for(plan: Plan, hp: HostPlan, pre: Preflight) -> list[tuple[str, str | None, int]]:
-    """The (address, source, fib) pings ``evaluate`` reads."""
-    wanted: list[tuple[str, str | None, int]] = []
+@dataclass(frozen=True)
+class Ping:
+    key: tuple[str, str | None, int]  # address, source, fib (facts.Pings)
+    label: str
+    warning: bool = False
+
+
+def pings(plan: Plan, hp: HostPlan, pre: Preflight) -> list[Ping]:
+    """The pings through each tunnel ``evaluate`` judges: the router pings each upstream, and an
+    unmanaged downstream (a warning: its side may not be configured yet); a downstream pings
+    the router from its tunnel address and from its own address, in the tunnel's FIB."""
+    wanted: list[Ping] = []
+    name = hp.name
     for tunnel in hp.tunnels:
         if tunnel.interface in pre.deferred_tunnels:
             continue
-        if hp.role == "router":
-            if not _proven_from_far_end(plan, tunnel):
-                wanted.append((str(tunnel.peer), None, 0))
-        else:
-            wanted.append((str(tunnel.peer), str(tunnel.address), tunnel.fib))
-            wanted.append((str(tunnel.peer), str(hp.loopback.ip), tunnel.fib))
+        peer, through = str(tunnel.peer), f"ping {tunnel.peer} through {tunnel.interface}"
+        if hp.role == "router" and tunnel.role == "upstream":
+            wanted.append(Ping((peer, None, 0), f"{name}: {through}"))
+        elif hp.role == "router" and not _proven_from_far_end(plan, tunnel):
+            wanted.append(
+                Ping(
+                    (peer, None, 0),
+                    f"{name}: {through} (unmanaged {tunnel.far_end}: is its side configured? "
+                    "see its settings.txt)",
+                    warning=True,
+                )
+            )
+        elif hp.role == "downstream":
+            source = str(hp.loopback.ip)
+            wanted += [
+                Ping(
+                    (peer, str(tunnel.address), tunnel.fib),
+                    f"{name}: {through} in FIB {tunnel.fib}",
+                ),
+                Ping(
+                    (peer, source, tunnel.fib),
+                    f"{name}: traffic from {source} does not leave through {tunnel.interface} "
+                    f"(ping {tunnel.peer} from it in FIB {tunnel.fib})",
+                ),
+            ]
     return wanted
 
 
-def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:
-    found: dict[str, Any] = {
-        "ifconfig": host.get_fact(facts.Ifconfig),
-        "routes": {
-            (destination, fib): host.get_fact(facts.RouteLookup, destination=destination, fib=fib)
-            for destination, fib in route_lookups(hp, pre)
-        },
-        "pf_status": host.get_fact(facts.PfStatus),
-        "pf_rules": host.get_fact(facts.PfRules),
-        "pf_file_rules": host.get_fact(facts.PfFileRules, path=freebsd.PF_CONF),
-        "pf_pending": host.get_fact(facts.ReloadPending, path=freebsd.PF_CONF),
-        "pings": {
-            (address, source, fib): host.get_fact(
-                facts.PingReply, address=address, source=source, fib=fib
-            )
-            for address, source, fib in pings_for(plan, hp, pre)
-        },
-        "bgp": {},
-        "advertised": {},
-    }
+def probe_reads(plan: Plan, hp: HostPlan, pre: Preflight) -> tuple[Read, ...]:
+    """What one poll reads from the host, in one command (facts.HostState)."""
+    reads = [
+        Read.of(facts.Ifconfig),
+        *(Read.of(facts.RouteLookup, destination=d, fib=f) for d, f in route_lookups(hp, pre)),
+        *_PF_READS,
+    ]
+    keys = tuple(ping.key for ping in pings(plan, hp, pre))
+    if keys:
+        reads.append(Read.of(facts.Pings, pings=keys))
     if hp.role == "router":
-        found["bgp"] = host.get_fact(facts.BgpNeighbors)
-        found["advertised"] = {
-            str(u.peer): host.get_fact(facts.AdvertisedPrefixes, peer=str(u.peer))
-            for u in plan.router.upstreams
-        }
+        reads.append(Read.of(facts.BgpNeighbors))
+        reads += [Read.of(facts.AdvertisedPrefixes, peer=p) for p in _upstream_peers(plan)]
         if plan.router.rpki is not None:
-            found["rpki"] = host.get_fact(facts.RpkiState)
-            found["rpki_invalid"] = host.get_fact(facts.RpkiInvalidAccepted)
+            reads += [Read.of(facts.RpkiState), Read.of(facts.RpkiInvalidAccepted)]
+    return tuple(reads)
+
+
+_PF_READS = (
+    Read.of(facts.PfStatus),
+    Read.of(facts.PfRules),
+    Read.of(facts.PfFileRules, path=freebsd.PF_CONF),
+    Read.of(facts.ReloadPending, path=freebsd.PF_CONF),
+)
+
+
+def _upstream_peers(plan: Plan) -> list[str]:
+    return [str(u.peer) for u in plan.router.upstreams]
+
+
+def found_in(answers: dict[Read, Any], reads: tuple[Read, ...]) -> dict[str, Any]:
+    """The snapshot ``evaluate`` judges, from the answers to ``reads``."""
+
+    def get(fact: type, **kwargs: Any) -> Any:
+        return answers.get(Read.of(fact, **kwargs), fact.default())
+
+    found: dict[str, Any] = {
+        "ifconfig": get(facts.Ifconfig),
+        "routes": {
+            (asked["destination"], asked["fib"]): answer
+            for asked, answer in _answers(facts.RouteLookup, reads, answers)
+        },
+        "pf_status": get(facts.PfStatus),
+        "pf_rules": get(facts.PfRules),
+        "pf_file_rules": get(facts.PfFileRules, path=freebsd.PF_CONF),
+        "pf_pending": get(facts.ReloadPending, path=freebsd.PF_CONF),
+        "pf_file": get(Sha256File, path=freebsd.PF_CONF),
+        "pings": {
+            k: v for _, pings in _answers(facts.Pings, reads, answers) for k, v in pings.items()
+        },
+        "bgp": get(facts.BgpNeighbors),
+        "advertised": {
+            asked["peer"]: answer
+            for asked, answer in _answers(facts.AdvertisedPrefixes, reads, answers)
+        },
+        "rpki": get(facts.RpkiState),
+        "rpki_invalid": get(facts.RpkiInvalidAccepted),
+    }
     return found
+
+
+def _answers(
+    fact: type, reads: tuple[Read, ...], answers: dict[Read, Any]
+) -> list[tuple[dict[str, Any], Any]]:
+    """Each question of ``fact`` among ``reads`` (its arguments), with its answer."""
+    return [(dict(r.kwargs), answers.get(r, fact.default())) for r in reads if r.fact is fact]
+
+
+def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:
+    reads = probe_reads(plan, hp, pre)
+    return found_in(host.get_fact(facts.HostState, reads=reads), reads)
 
 
 def checker(plan: Plan, hp: HostPlan, pre: Preflight):
@@ -332,19 +357,11 @@ def gather_router_side(target: Any, plan: Plan, names: list[str]) -> dict[str, A
     tunnels = [plan.tunnel_to(plan.network.downstream(name)) for name in names]
     lookups = [(r.destination, r.fib) for r in hp.routes]
     lookups += [lookup for t in tunnels for lookup in peer_lookups(t)]
-
-    def read(fact: type, **kwargs: Any) -> Any:
-        return read_fact(target, fact, fail_host=False, **kwargs)
-
-    return {
-        "ifconfig": read(facts.Ifconfig),
-        "routes": {
-            (destination, fib): read(facts.RouteLookup, destination=destination, fib=fib)
-            for destination, fib in lookups
-        },
-        "pf_file": read(Sha256File, path=freebsd.PF_CONF),
-        "pf_status": read(facts.PfStatus),
-        "pf_rules": read(facts.PfRules),
-        "pf_file_rules": read(facts.PfFileRules, path=freebsd.PF_CONF),
-        "pf_pending": read(facts.ReloadPending, path=freebsd.PF_CONF),
-    }
+    reads = (
+        Read.of(facts.Ifconfig),
+        *(Read.of(facts.RouteLookup, destination=d, fib=f) for d, f in dict.fromkeys(lookups)),
+        Read.of(Sha256File, path=freebsd.PF_CONF),
+        *_PF_READS,
+    )
+    answers = read_fact(target, facts.HostState, fail_host=False, reads=reads)
+    return found_in(answers, reads)

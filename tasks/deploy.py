@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import gevent
 from gevent.lock import Semaphore
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_state
-from pyinfra.operations.freebsd import pkg
 
-from tasks import checks, freebsd, operations, preflight, ssh
+from tasks import checks, freebsd, operations, preflight, snapshot, ssh
 from tasks.inventory import load_inventory
 from tasks.model import InventoryError, host_name
 from tasks.plan import Plan, load, rtr_caches
@@ -118,10 +118,19 @@ def _compute(state: Any) -> Run:
     plan = _plan(state)
     targets = [h for h in state.inventory.get_active_hosts() if host_name(h) in plan.hosts]
     files = {name: render_host(plan, name) for name in plan.hosts}
+    reads = {
+        name: snapshot.deploy_reads(plan, plan.host(name), list(files[name]), state.config.DIFF)
+        for name in map(host_name, targets)
+    }
+    # Every host at once: a run costs the slowest host's read, not their sum.
+    jobs = {host_name(t): gevent.spawn(preflight.gather, t, reads[host_name(t)]) for t in targets}
+    gevent.joinall(list(jobs.values()))
     preflights = {}
     for target in targets:
         name = host_name(target)
-        found = preflight.gather(target, plan.host(name))
+        answers = jobs[name].get()
+        snapshot.plan(name, reads[name], answers)
+        found = preflight.found_in(answers, plan.host(name), target.data)
         preflights[name] = preflight.evaluate(plan, plan.host(name), files[name], found)
     for verdict in preflights.values():
         for note in verdict.notes:
@@ -216,9 +225,7 @@ def barrier() -> None:
 def _apply(run: Run, name: str) -> None:
     plan, hp, files, pre = run.plan, run.plan.host(name), run.files[name], run.preflights[name]
     if hp.role == "router":
-        validator = (freebsd.VALIDATORS[hp.validator].package,) if hp.validator else ()
-        for package in (*freebsd.PACKAGES, *validator):
-            pkg.install(package=package, name=f"Install {package}")
+        operations.packages(names=list(snapshot.packages(hp)), name="Install packages")
     operations.kernel_modules(
         modules=list(hp.modules), securelevel=pre.securelevel, name="Load kernel modules"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,18 +32,6 @@ class Uname(FactBase):
         match = re.match(r"(\d+)\.(\d+)", release)
         major, minor = (int(match[1]), int(match[2])) if match else (0, 0)
         return {"system": system, "release": release, "major": major, "minor": minor}
-
-
-class SysctlValues(FactBase):
-    """``sysctl -n NAME...``: one value per line, in the order asked."""
-
-    def command(self, names: tuple[str, ...]) -> str:
-        self.names = tuple(names)
-        return freebsd.sysctl_values(self.names)
-
-    @override
-    def process(self, output: list[str]) -> dict[str, str]:
-        return dict(zip(self.names, (line.strip() for line in output), strict=False))
 
 
 class LoginShell(FactBase):
@@ -120,15 +109,6 @@ class TimerArmed(_Flag):
 
     word = "yes"
     command = freebsd.timer_armed()
-
-
-class ServiceRunning(_Flag):
-    """Whether ``service NAME status`` says the service runs."""
-
-    word = "running"
-
-    def command(self, service: str) -> str:
-        return freebsd.service_status(service)
 
 
 @dataclass
@@ -247,6 +227,64 @@ def route_matches(route: Route, found: dict[str, str] | None) -> bool:
     if route.gateway is not None:
         return found.get("gateway") == str(route.gateway) and "REJECT" not in flags
     return found.get("interface") == route.interface and "GATEWAY" not in flags
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way a live tunnel differs from its plan: ``what`` the deploy corrects, and the
+    ``line`` the checks report."""
+
+    what: str  # missing | fib | endpoints | tunnelfib | inner | mtu | description | down
+    line: str
+
+
+def tunnel_drift(tunnel: Tunnel, interface: Interface | None) -> list[Drift]:
+    """How the live ``interface`` differs from ``tunnel``: the one place that judges a tunnel,
+    for the tunnels operation and the checks alike (its far end's route: peer_route_problems)."""
+    if interface is None:
+        return [Drift("missing", "does not exist")]
+    drift = []
+    if interface.fib != tunnel.fib:
+        drift.append(Drift("fib", f"is in FIB {interface.fib}, planned FIB {tunnel.fib}"))
+    endpoints = (str(tunnel.source), str(tunnel.destination))
+    if tuple(interface.tunnel or ()) != endpoints:
+        live = " -> ".join(interface.tunnel) if interface.tunnel else "none"
+        drift.append(Drift("endpoints", f"endpoints are {live}, planned {' -> '.join(endpoints)}"))
+    if interface.tunnelfib != 0:
+        drift.append(Drift("tunnelfib", f"tunnelfib {interface.tunnelfib}, planned 0"))
+    if (str(tunnel.address), str(tunnel.peer), 128) not in [tuple(e) for e in interface.inet6]:
+        drift.append(Drift("inner", f"has no inner pair {tunnel.address} -> {tunnel.peer}"))
+    if interface.mtu != tunnel.mtu:
+        drift.append(Drift("mtu", f"MTU {interface.mtu}, planned {tunnel.mtu}"))
+    if interface.description != tunnel.description:
+        drift.append(
+            Drift(
+                "description",
+                f"description {interface.description!r}, planned {tunnel.description!r}",
+            )
+        )
+    if not interface.up:
+        drift.append(Drift("down", "is down"))
+    return drift
+
+
+def pf_problems(
+    status: str | None, pending: bool, rules: Iterable[str], file_rules: Iterable[str]
+) -> list[str]:
+    """What keeps pf from running /etc/pf.conf: off, the file installed and not loaded (its
+    tables and nat lines do not show in the loaded rules), or other rules loaded. The one place
+    that judges it, for the pf operation and the checks alike."""
+    if status != "Enabled":
+        return ["pf is not enabled"]
+    if pending:
+        return ["pf: /etc/pf.conf is installed but not loaded"]
+    rules, file_rules = list(rules), list(file_rules)
+    if rules != file_rules:
+        return [
+            f"pf has {len(rules)} rules loaded, /etc/pf.conf expands to {len(file_rules)} that "
+            "differ"
+        ]
+    return []
 
 
 def peer_lookups(tunnel: Tunnel) -> list[tuple[str, int]]:
@@ -560,21 +598,23 @@ class FrrPending(FactBase):
         ]
 
 
-class PingReply(FactBase):
-    """Whether ADDRESS answers ping (from SOURCE, in FIB N): ping(8) exits 0 on a reply."""
+class Pings(FactBase):
+    """Which of the given pings (address, source, FIB) got a reply, all sent at once: ping(8)
+    exits 0 on a reply. Each answer is one short line (one write: lines do not mix)."""
 
     @override
     @staticmethod
-    def default() -> bool:
-        return False
+    def default() -> dict[tuple[str, str | None, int], bool]:
+        return {}
 
-    def command(self, address: str, source: str | None = None, fib: int = 0) -> str:
-        ping = freebsd.ping(address, source=source, fib=fib)
-        return f"{ping} >/dev/null 2>&1 && echo reply; true"
+    def command(self, pings: tuple[tuple[str, str | None, int], ...]) -> str:
+        self.pings = tuple(tuple(p) for p in pings)
+        return freebsd.pings(self.pings)
 
     @override
-    def process(self, output: list[str]) -> bool:
-        return output == ["reply"]
+    def process(self, output: list[str]) -> dict[tuple[str, str | None, int], bool]:
+        replied = {line.split()[1] for line in output if line.startswith("reply ")}
+        return {ping: str(i) in replied for i, ping in enumerate(self.pings)}
 
 
 @dataclass(frozen=True)
@@ -612,3 +652,66 @@ class ListeningSockets(FactBase):
             if proto in ("tcp", "udp") and port.isdigit():
                 sockets.add(Socket(proto, address.split("%")[0], int(port), words[1]))
         return sorted(sockets, key=lambda s: (s.proto, s.port, s.address, s.command))
+
+
+@dataclass(frozen=True)
+class Read:
+    """One question a composite read answers: a fact class and the arguments it is asked with
+    (as ``host.get_fact(fact, **kwargs)`` would ask it)."""
+
+    fact: type[FactBase]
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @staticmethod
+    def of(fact: type[FactBase], **kwargs: Any) -> Read:
+        return Read(fact, tuple(sorted(kwargs.items())))
+
+
+# A section's first line; the prefix is what the previous section printed without a newline.
+_SECTION = re.compile(r"^(.*)@@ownas (\d+)@@$")
+
+
+class HostState(FactBase):
+    """Many facts read with one remote command: pyinfra runs a command for every fact read and
+    keeps no answer, so reading each separately costs a round trip each, every time. Each
+    section runs one fact's own command and is parsed by that fact's own ``process`` (empty:
+    its ``default``), so a section answers exactly what the fact alone would."""
+
+    @override
+    @staticmethod
+    def default() -> dict[Read, Any]:
+        return {}
+
+    def command(self, reads: tuple[Read, ...]) -> str:
+        self.reads = tuple(reads)
+        self.facts = [read.fact() for read in self.reads]
+        sections = [
+            f"echo '@@ownas {index}@@'; {_command_of(fact, read)}"
+            for index, (fact, read) in enumerate(zip(self.facts, self.reads, strict=True))
+        ]
+        return "\n".join([*sections, f"echo '@@ownas {len(sections)}@@'"])
+
+    @override
+    def process(self, output: list[str]) -> dict[Read, Any]:
+        sections: dict[int, list[str]] = {}
+        current: int | None = None
+        for line in output:
+            mark = _SECTION.match(line)
+            if mark is None:
+                if current is not None:
+                    sections[current].append(line)
+                continue
+            if mark[1] and current is not None:
+                sections[current].append(mark[1])
+            current = int(mark[2])
+            sections[current] = []
+        return {
+            read: fact.process(sections[index]) if sections.get(index) else fact.default()
+            for index, (fact, read) in enumerate(zip(self.facts, self.reads, strict=True))
+            if index in sections and index + 1 in sections  # the section ran to its end
+        }
+
+
+def _command_of(fact: FactBase, read: Read) -> str:
+    command = fact.command(**dict(read.kwargs)) if callable(fact.command) else fact.command
+    return command.get_raw_value() if hasattr(command, "get_raw_value") else str(command)

@@ -224,10 +224,6 @@ LISTENING_SOCKETS = "sockstat -46lLq -P tcp,udp"
 RC_CONF_VARIABLES = "env -i /bin/sh -c '. /etc/rc.conf >/dev/null 2>&1; set'"
 
 
-def sysctl_values(names: Iterable[str]) -> str:
-    return "sysctl -n " + " ".join(q(n) for n in names)
-
-
 def loaded_modules(modules: Iterable[str]) -> str:
     """Print each of ``modules`` that is in the kernel (loaded or built in: kldstat -m)."""
     names = " ".join(q(m) for m in modules)
@@ -237,10 +233,6 @@ def loaded_modules(modules: Iterable[str]) -> str:
 def route_lookup(destination: str, fib: int) -> str:
     """The route for exactly ``destination`` in FIB ``fib`` (nothing if there is none)."""
     return f"route -n -6 get -fib {int(fib)} {q(destination)} 2>/dev/null; true"
-
-
-def service_status(name: str) -> str:
-    return f"service {q(name)} status >/dev/null 2>&1 && echo running; true"
 
 
 def pf_file_rules(path: str) -> str:
@@ -327,27 +319,15 @@ def kldload(module: str) -> str:
     return f"kldload -n {q(module)}"
 
 
-def grow_fibs(count: int) -> str:
-    return f"sysctl net.fibs={int(count)}"
-
-
 # rc.conf's ipv6_gateway_enable / gateway_enable take effect at boot (rc.d/routing); live, the
 # deploy sets the same sysctls.
 FORWARDING = {"ipv6": "net.inet6.ip6.forwarding", "ipv4": "net.inet.ip.forwarding"}
-
-
-def enable_forwarding(family: str) -> str:
-    return f"sysctl {FORWARDING[family]}=1"
 
 
 # With IPv6 forwarding on, nd6_ra_input zeroes an RA's router lifetime (no default route from
 # it) unless this is 1 (sys/netinet6/nd6_rtr.c); rc.d/netoptions sets it at boot when
 # ipv6_cpe_wanif names an interface (RFC 6204, W-3).
 RFC6204W3 = "net.inet6.ip6.rfc6204w3"
-
-
-def keep_router_advertisements() -> str:
-    return f"sysctl {RFC6204W3}=1"
 
 
 def netif_start(interface: str) -> str:
@@ -434,6 +414,8 @@ def record_run(paths: Iterable[str]) -> str:
 # Beside RUN rather than in /var/run: the pkill below matches only a process that still runs
 # the restore script, so a PID left over from before a reboot never hits another process.
 TIMER = "/var/db/ownas/timer.pid"
+# What says a run is to be confirmed: its record, its timer, an earlier restore.
+RUN_RECORDS = (RUN, TIMER, RESTORED)
 
 
 def restore_now() -> str:
@@ -546,3 +528,14 @@ def ping(address: object, source: object | None = None, fib: int = 0, count: int
     words.append(str(address))
     command = " ".join(words)
     return f"setfib {int(fib)} {command}" if fib else command
+
+
+def pings(pings: Iterable[tuple[object, object | None, int]]) -> str:
+    """Send every ping at once (each in the background), and say ``reply N`` for each that got
+    one; wait for all, then say so (an answer even when none replied). One read costs the
+    longest ping, not their sum."""
+    jobs = [
+        f"{{ {ping(address, source=source, fib=fib)} >/dev/null 2>&1 && echo 'reply {index}'; }} &"
+        for index, (address, source, fib) in enumerate(pings)
+    ]
+    return " ".join([*jobs, "wait; echo pinged"])

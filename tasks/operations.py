@@ -3,7 +3,9 @@
 Every operation reads the live state through facts and yields only the commands that close the
 gap (or calls ``host.noop``), so a second run with nothing changed yields nothing. pyinfra runs
 each operation twice: once while preparing, to detect and show changes (``--dry``), and again
-when executing, with facts read afresh. Commands come from tasks.freebsd.
+when executing. The facts come from the host's composite read (tasks.snapshot), read again
+after any operation ran a command. Commands come from tasks.freebsd (and pyinfra's own
+operations: pkg.install, server.sysctl).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from netaddr import IPAddress, IPNetwork
 from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.facts.freebsd import PkgPackage, ServiceStatus
+from pyinfra.facts.server import Sysctl
+from pyinfra.operations import server
+from pyinfra.operations.freebsd import pkg
 from pyinfra.operations.util.files import generate_color_diff
 
 from tasks import freebsd
@@ -35,13 +41,14 @@ from tasks.facts import (
     RouteLookup,
     RpkiInvalidAccepted,
     RpkiState,
-    ServiceRunning,
-    SysctlValues,
     peer_lookups,
     peer_route_problems,
+    pf_problems,
     route_matches,
+    tunnel_drift,
 )
 from tasks.plan import Route, Tunnel
+from tasks.snapshot import SYSCTLS, changed, read, recorded
 
 
 def sha256(content: str) -> str:
@@ -52,12 +59,20 @@ def _say(message: str, log: Callable[..., None] = logger.info) -> None:
     log(f"{host.print_prefix}{message}")
 
 
-def _announce(commands: list[str]) -> Iterator[str]:
-    """Yield ``commands``; while preparing, first list them so that --dry shows every reload."""
+def _announce(commands: list[Any], **change: bool) -> Iterator[Any]:
+    """Yield ``commands``; while preparing, first list them so that --dry shows every reload.
+    Once they ran, the host is read again for the next operation (see snapshot.changed)."""
     if not state.is_executing:
         for command in commands:
             _say(f"will run: {command}")
     yield from commands
+    changed(**change)
+
+
+def _running(service: str) -> bool:
+    """``service NAME status`` exits 0 (rc.subr); pyinfra's fact runs it as ``service -j ''
+    NAME status``, and an empty -j is no jail (usr.sbin/service/service.sh: ``[ -n "$JAIL" ]``)."""
+    return bool(read(ServiceStatus, srvname=service))
 
 
 @operation()
@@ -71,7 +86,7 @@ def stage(path: str, content: str):
         host.noop(f"{path} is up to date")
         return
     if state.config.DIFF:
-        current = host.get_fact(FileContents, path=path)
+        current = read(FileContents, path=path)
         verb = "modify" if current is not None else "create"
         _say(f"will {verb} {path}")
         old = [line + "\n" for line in current or []]
@@ -83,8 +98,9 @@ def stage(path: str, content: str):
     # temporary file itself).
     yield FileUploadCommand(StringIO(content), new)
     yield freebsd.refuse_unless(freebsd.validator(path), path)
-    if path == freebsd.FRR_CONF and host.get_fact(ServiceRunning, service="frr"):
+    if path == freebsd.FRR_CONF and _running("frr"):
         yield freebsd.refuse_unless(freebsd.frr_semantic_check(path), path)
+    changed(rereads=False)  # the staged copy sits beside the live file
 
 
 @operation()
@@ -94,8 +110,8 @@ def arm_restore(files: dict[str, str], confirm: int, checks: int):
     version of every file the run installs and re-applies them (ownas-restore). In time: the
     checks may take ``checks`` seconds, then ``confirm`` more for the reloads and the new
     connection."""
-    changed = [path for path, content in files.items() if _differs(path, content)]
-    if not changed:
+    paths = [path for path, content in files.items() if _differs(path, content)]
+    if not paths:
         host.noop("nothing to install: no restore timer")
         return
     seconds = checks + confirm
@@ -105,36 +121,47 @@ def arm_restore(files: dict[str, str], confirm: int, checks: int):
         host.noop(message)
         return
     script = freebsd.RESTORE_SCRIPT
-    if script in changed:
+    if script in paths:
         script = freebsd.staged(script)  # the new one, renamed into place by the install
     _say(
         f"arms a restore timer: {seconds} s (check_timeout {checks} + confirm_timeout {confirm}) "
         "to confirm the change from a new connection"
     )
-    yield from _announce([freebsd.arm(seconds, script)])
+    yield from _announce([freebsd.arm(seconds, script)], rereads=False, records=True)
 
 
 @operation()
 def install(files: dict[str, str]):
     """Move every staged file into place at once (atomic rename, previous kept as .ownas-prev)."""
-    changed = [path for path, content in files.items() if _differs(path, content)]
-    if not changed:
+    paths = [path for path, content in files.items() if _differs(path, content)]
+    if not paths:
         host.noop("every file is up to date")
         return
     # What this run replaces, so that a host whose checks then fail can put it back.
-    yield freebsd.record_run(changed)
-    for path in changed:
+    yield freebsd.record_run(paths)
+    for path in paths:
         yield freebsd.install(path)
+    changed(records=True)
 
 
 def _differs(path: str, content: str) -> bool:
-    return host.get_fact(Sha256File, path=path) != sha256(content)
+    return read(Sha256File, path=path) != sha256(content)
+
+
+@operation()
+def packages(names: list[str]):
+    """Install the packages that are missing, with pyinfra's pkg.install."""
+    missing = [name for name in names if not read(PkgPackage, package=name)]
+    if not missing:
+        host.noop("every package is installed")
+        return
+    yield from _announce([c for name in missing for c in pkg.install._inner(package=name)])
 
 
 @operation()
 def kernel_modules(modules: list[str], securelevel: int):
     """Load the kernel modules the configuration needs, while the securelevel still allows it."""
-    missing = sorted(set(modules) - set(host.get_fact(LoadedModules, modules=tuple(modules))))
+    missing = sorted(set(modules) - set(read(LoadedModules, modules=tuple(modules))))
     if not missing:
         host.noop("every kernel module is loaded")
         return
@@ -148,11 +175,16 @@ def kernel_modules(modules: list[str], securelevel: int):
 def fibs(count: int):
     """Grow net.fibs to ``count`` (it can only grow). Done before validating pf.conf, whose
     ``rtable N`` pfctl rejects unless FIB N exists, and before a tunnel is put in FIB N."""
-    current = int(host.get_fact(SysctlValues, names=("net.fibs",)).get("net.fibs") or 1)
+    current = int(_sysctls().get("net.fibs") or 1)
     if current >= count:
         host.noop(f"net.fibs is {current}")
         return
-    yield from _announce([freebsd.grow_fibs(count)])
+    yield from _announce(list(server.sysctl._inner(key="net.fibs", value=count)))
+
+
+def _sysctls() -> dict[str, Any]:
+    """The sysctls the run reads (FreeBSD prints ``name: value``; pyinfra's fact parses it)."""
+    return read(Sysctl, keys=SYSCTLS)
 
 
 @operation()
@@ -162,14 +194,10 @@ def forwarding(families: list[str], keep_ra: bool = False):
     With ``keep_ra`` the uplink's router advertisements keep giving the default route under
     IPv6 forwarding (RFC 6204 W-3), set before forwarding goes on.
     """
-    names = tuple(freebsd.FORWARDING[f] for f in families)
-    values = host.get_fact(SysctlValues, names=(*names, freebsd.RFC6204W3))
-    commands = []
-    if keep_ra and values.get(freebsd.RFC6204W3) != "1":
-        commands.append(freebsd.keep_router_advertisements())
-    commands += [
-        freebsd.enable_forwarding(f) for f in families if values.get(freebsd.FORWARDING[f]) != "1"
-    ]
+    values = _sysctls()
+    keys = [freebsd.RFC6204W3] if keep_ra else []
+    keys += [freebsd.FORWARDING[f] for f in families]
+    commands = [c for key in keys if values.get(key) != 1 for c in server.sysctl._inner(key, 1)]
     if not commands:
         host.noop("forwarding is on")
         return
@@ -192,34 +220,34 @@ def tunnels(
     configuration declared and this one does not are destroyed. ``deferred`` tunnels wait for
     a reboot (their kernel module cannot be loaded at this securelevel).
     """
-    live = host.get_fact(Ifconfig)
+    live = read(Ifconfig)
     commands: list[str] = []
     for tunnel in planned:
         interface = live.get(tunnel.interface)
+        drift = {d.what for d in tunnel_drift(tunnel, interface)}
         if interface is None:
             if tunnel.interface not in (deferred or ()):
                 commands.append(freebsd.netif_start(tunnel.interface))
             continue
-        if interface.fib != tunnel.fib or _misplaced(tunnel, interface):
+        if "fib" in drift or _misplaced(tunnel, interface):
             # SIOCSIFFIB only sets the FIB of what comes later: the routes of the addresses
             # it has stay in the old FIB. Re-create it from rc.conf, where `fib` comes first.
             commands += [freebsd.destroy(tunnel.interface), freebsd.netif_start(tunnel.interface)]
             continue
-        if tuple(interface.tunnel or ()) != (str(tunnel.source), str(tunnel.destination)):
+        if "endpoints" in drift:
             commands.append(freebsd.set_tunnel(tunnel))
-        if interface.tunnelfib != 0:
+        if "tunnelfib" in drift:
             commands.append(freebsd.set_tunnelfib(tunnel.interface))
-        inner = (str(tunnel.address), str(tunnel.peer), 128)
-        if inner not in [tuple(entry) for entry in interface.inet6]:
+        if "inner" in drift:
             for address, _peer, _length in interface.inet6:
                 if not IPAddress(address).is_link_local():
                     commands.append(freebsd.remove_address(tunnel.interface, address))
             commands.append(freebsd.add_inner(tunnel))
-        if interface.mtu != tunnel.mtu:
+        if "mtu" in drift:
             commands.append(freebsd.set_mtu(tunnel))
-        if interface.description != tunnel.description:
+        if "description" in drift:
             commands.append(freebsd.set_description(tunnel.interface, tunnel.description))
-        if not interface.up:
+        if "down" in drift:
             commands.append(freebsd.interface_up(tunnel.interface))
     commands += [freebsd.destroy(name) for name in retired or () if name in live]
     own = IPNetwork(loopback)
@@ -244,7 +272,7 @@ def _misplaced(tunnel: Tunnel, interface: Any) -> bool:
     if not tunnel.fib or inner not in [tuple(entry) for entry in interface.inet6]:
         return False
     found = {
-        (destination, fib): host.get_fact(RouteLookup, destination=destination, fib=fib)
+        (destination, fib): read(RouteLookup, destination=destination, fib=fib)
         for destination, fib in peer_lookups(tunnel)
     }
     return bool(peer_route_problems(tunnel, found))
@@ -260,25 +288,18 @@ def routes(planned: list[Route], retired: list[tuple[str, int]] | None = None):
     """
     commands: list[str] = []
     for route in planned:
-        found = host.get_fact(RouteLookup, destination=route.destination, fib=route.fib)
+        found = read(RouteLookup, destination=route.destination, fib=route.fib)
         if found is None:
             commands.append(freebsd.route_add(route))
         elif not route_matches(route, found):
             commands.append(freebsd.route_change(route))
     for destination, fib in retired or ():
-        if host.get_fact(RouteLookup, destination=destination, fib=fib) is not None:
+        if read(RouteLookup, destination=destination, fib=fib) is not None:
             commands.append(freebsd.route_delete(destination, fib))
     if not commands:
         host.noop("every route is as planned")
         return
     yield from _announce(commands)
-
-
-def pf_in_sync() -> bool:
-    """pf is enabled and has exactly the rules /etc/pf.conf expands to loaded."""
-    return host.get_fact(PfStatus) == "Enabled" and host.get_fact(PfRules) == host.get_fact(
-        PfFileRules, path=freebsd.PF_CONF
-    )
 
 
 @operation()
@@ -294,12 +315,18 @@ def pf(content: str, deferred: bool = False):
         host.noop("pf is not in the kernel: it loads at the next boot")
         return
     commands: list[str] = []
-    installed = host.get_fact(ReloadPending, path=freebsd.PF_CONF)
-    if _differs(freebsd.PF_CONF, content) or installed or not pf_in_sync():
+    status = read(PfStatus)
+    problems = pf_problems(
+        status,
+        read(ReloadPending, path=freebsd.PF_CONF),
+        read(PfRules),
+        read(PfFileRules, path=freebsd.PF_CONF),
+    )
+    if _differs(freebsd.PF_CONF, content) or problems:
         commands.append(freebsd.pf_reload())
-    if host.get_fact(PfStatus) != "Enabled":
+    if status != "Enabled":
         commands.append(freebsd.PF_ENABLE)
-    if not host.get_fact(ServiceRunning, service="pflog"):
+    if not _running("pflog"):
         commands.append(freebsd.service_start("pflog"))
     if not commands:
         host.noop("pf has the rules of /etc/pf.conf loaded")
@@ -313,7 +340,7 @@ def rpki_validator(program: str, config: str):
     requires), or restart it when its config changed. FRR keeps the ROAs it holds meanwhile,
     but resyncs with the restarted validator (a new RTR session ID) only after the expire
     interval, asking its other caches until then (README, "RPKI on the running router")."""
-    running = host.get_fact(ServiceRunning, service=program)
+    running = _running(program)
     if running and not _differs(freebsd.VALIDATORS[program].config, config):
         host.noop(f"{program} runs with its config")
         return
@@ -340,7 +367,7 @@ def frr(
     starts its RTR sessions over when a cache answers; a stale decision gets the policy again.
     Every soft reset waits for, or checks, ROAs when it runs."""
     settle = [freebsd.RPKI_SETTLE] if upstreams else []
-    if not host.get_fact(ServiceRunning, service="frr"):
+    if not _running("frr"):
         yield from _announce([freebsd.service_start("frr"), *settle])
         return
     if restart_bgpd:
@@ -348,14 +375,14 @@ def frr(
         yield from _announce([freebsd.BGPD_RESTART, freebsd.frr_reload(), *settle])
         return
     commands = []
-    if _differs(freebsd.FRR_CONF, content) or host.get_fact(FrrPending, path=freebsd.FRR_CONF):
+    if _differs(freebsd.FRR_CONF, content) or read(FrrPending, path=freebsd.FRR_CONF):
         # With RPKI, the policy again once in sync: a changed cache list restarts RTR.
         commands += [freebsd.frr_reload(), *settle]
     elif upstreams:
-        rpki = host.get_fact(RpkiState)
+        rpki = read(RpkiState)
         if not any(rpki["caches"].values()) and not rpki["roas"]:
             commands.append(freebsd.rpki_reset(caches))
-        elif _stale(upstreams) or host.get_fact(RpkiInvalidAccepted):
+        elif _stale(upstreams) or read(RpkiInvalidAccepted):
             commands.append(freebsd.RPKI_SOFT_IN_WITH_ROAS)
     if commands:
         yield from _announce(commands)
@@ -367,7 +394,7 @@ def _stale(upstreams: tuple[str, ...]) -> bool:
     """Some upstream's routes do not add up: what it sent (Adj-RIB-In) is not what was accepted
     plus what the inbound policy filters as it judges now. A decision FRR made with ROAs it
     no longer has (tasks.freebsd.RPKI_SOFT_IN) is the one way this stays so."""
-    counts = host.get_fact(PolicyCounts, peers=upstreams).values()
+    counts = read(PolicyCounts, peers=upstreams).values()
     return any(c["accepted"] + c["filtered"] != c["received"] for c in counts)
 
 
@@ -422,7 +449,7 @@ def converged(
         yield freebsd.confirm_run()
         yield FunctionCommand(_fail, (message,), {})
         return
-    if any(host.get_fact(Exists, path=p) for p in (freebsd.RUN, freebsd.TIMER, freebsd.RESTORED)):
+    if recorded() or any(read(Exists, path=p) for p in freebsd.RUN_RECORDS):
         # Converged: confirmed from a new connection, which proves SSH still lets us in.
         yield FunctionCommand(_reach_again, (restored_before,), {})
         yield freebsd.confirm_run()

@@ -16,10 +16,13 @@ from pyinfra import state
 from pyinfra.api.facts import get_fact
 from pyinfra.context import ctx_host
 from pyinfra.facts.files import FileContents
+from pyinfra.facts.server import Sysctl
 
 from tasks import facts, freebsd
+from tasks.facts import Read
 from tasks.model import RESTART_BGPD
 from tasks.plan import HostPlan, Plan
+from tasks.snapshot import SYSCTLS
 
 MIN_MAJOR = 14
 HEADER = "# Managed by ownas"
@@ -124,7 +127,7 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
             f"{name}: {uname['system']} {uname['release']}: ownas needs FreeBSD "
             f"{MIN_MAJOR}.0 or later (pf.conf syntax, route(8) over netlink)"
         )
-    securelevel = int(found["sysctl"].get("kern.securelevel") or -1)
+    securelevel = int(found["sysctl"].get("kern.securelevel", -1))
     if securelevel >= 3:
         problems.append(
             f"{name}: securelevel {securelevel} forbids changing pf rules: set kern_securelevel "
@@ -353,37 +356,39 @@ def read_fact(target: Any, fact: type, *, fail_host: bool = True, **kwargs: Any)
         return get_fact(state, target, fact, kwargs=kwargs, apply_failed_hosts=fail_host)
 
 
-def gather(target: Any, hp: HostPlan) -> dict[str, Any]:
-    """Every fact ``evaluate`` needs from host ``target``."""
-    return {
-        "uname": read_fact(target, facts.Uname),
-        "sysctl": read_fact(target, facts.SysctlValues, names=("kern.securelevel", "net.fibs")),
-        "shell": read_fact(target, facts.LoginShell) or "",
-        "ssh_client": read_fact(target, facts.SshClient),
-        "modules": read_fact(target, facts.LoadedModules, modules=hp.modules),
-        "rc_conf_local": read_fact(target, FileContents, path=freebsd.RC_CONF_LOCAL),
-        "rc_conf": read_fact(target, facts.RcConfVariables),
-        "netif": read_fact(target, FileContents, path=freebsd.NETIF_CONF),
-        "routing": read_fact(target, FileContents, path=freebsd.ROUTING_CONF),
-        "restored": read_fact(target, FileContents, path=freebsd.RESTORED),
-        "timer": read_fact(target, facts.TimerArmed),
-        "ifconfig": read_fact(target, facts.Ifconfig),
-        **(_downstream_facts(target) if hp.role == "downstream" else {}),
-        **(_router_facts(target) if hp.role == "router" else {}),
+def gather(target: Any, reads: tuple[Read, ...]) -> dict[Read, Any]:
+    """Read host ``target`` once: the composite read of everything the run asks it
+    (tasks.snapshot.deploy_reads), the pre-flight's questions among them."""
+    return read_fact(target, facts.HostState, reads=reads)
+
+
+def found_in(answers: dict[Read, Any], hp: HostPlan, data: Any) -> dict[str, Any]:
+    """Every fact ``evaluate`` needs, from a host's answers (``data``: its inventory data)."""
+
+    def get(fact: type, **kwargs: Any) -> Any:
+        return answers.get(Read.of(fact, **kwargs), fact.default())
+
+    found = {
+        "uname": get(facts.Uname),
+        "sysctl": get(Sysctl, keys=SYSCTLS),
+        "shell": get(facts.LoginShell) or "",
+        "ssh_client": get(facts.SshClient),
+        "modules": get(facts.LoadedModules, modules=hp.modules),
+        "rc_conf_local": get(FileContents, path=freebsd.RC_CONF_LOCAL),
+        "rc_conf": get(facts.RcConfVariables),
+        "netif": get(FileContents, path=freebsd.NETIF_CONF),
+        "routing": get(FileContents, path=freebsd.ROUTING_CONF),
+        "restored": get(FileContents, path=freebsd.RESTORED),
+        "timer": get(facts.TimerArmed),
+        "ifconfig": get(facts.Ifconfig),
     }
-
-
-def _router_facts(target: Any) -> dict[str, Any]:
-    return {
-        "bgpd_modules": read_fact(target, facts.BgpdModules),
-        RESTART_BGPD: target.data.get(RESTART_BGPD),
-    }
-
-
-def _downstream_facts(target: Any) -> dict[str, Any]:
-    return {
-        "ipv6_default": read_fact(target, facts.RouteLookup, destination="default", fib=0),
-        "pf_status": read_fact(target, facts.PfStatus),
-        "pf_rules": read_fact(target, facts.PfRules),
-        "sockets": read_fact(target, facts.ListeningSockets),
-    }
+    if hp.role == "downstream":
+        found |= {
+            "ipv6_default": get(facts.RouteLookup, destination="default", fib=0),
+            "pf_status": get(facts.PfStatus),
+            "pf_rules": get(facts.PfRules),
+            "sockets": get(facts.ListeningSockets),
+        }
+    if hp.role == "router":
+        found |= {"bgpd_modules": get(facts.BgpdModules), RESTART_BGPD: data.get(RESTART_BGPD)}
+    return found

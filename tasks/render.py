@@ -22,11 +22,10 @@ from tasks.plan import (
     VALIDATOR_ADDRESS,
     HostPlan,
     Plan,
-    bogon_asn_filter,
-    bogon_filter,
     rc_name,
     rtr_caches,
 )
+from tasks.policy import bogon_asn_filter, bogon_filter
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

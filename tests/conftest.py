@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from tasks.inventory import load_inventory
 from tasks.lab import debian13
 from tasks.model import InventoryError
-from tasks.plan import Plan
+from tasks.plan import Plan, load
 from tests import inventories
 
 
@@ -21,6 +22,12 @@ def pytest_report_header() -> str:
     vtysh = subprocess.run([str(debian13.BIN / "vtysh"), "-h"], capture_output=True, text=True)
     shell = next((line for line in vtysh.stdout.splitlines() if "version" in line), "?")
     return f"FRR: {debian13.version()}; vtysh: {shell.strip()} ({debian13.ROOT})"
+
+
+@pytest.fixture(scope="session")
+def plan() -> Plan:
+    """The example inventory's plan (read only)."""
+    return load(load_inventory(inventories.ROOT / "inventory.py", cwd=inventories.ROOT))
 
 
 @pytest.fixture

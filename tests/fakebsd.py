@@ -155,10 +155,23 @@ class Machine:
     def uname(self):
         return True, [f"FreeBSD {self.host.release}"], []
 
-    def sysctl_get(self, names):
+    def sysctl_show(self, names):
+        """sysctl(8) without -n: ``name: value`` (sbin/sysctl/sysctl.c show_var)."""
         values = {"kern.securelevel": self.host.securelevel, "net.fibs": self.host.fibs}
         values.update({n: self.host.forwarding.get(n, 0) for n in (*FORWARDING, RFC6204W3)})
-        return True, [str(values[n]) for n in names.split()], []
+        return self.ok(*[f"{n}: {values[n]}" for n in names.split()])
+
+    def composite(self):
+        """facts.HostState: sections, each ``echo '@@ownas N@@'; COMMAND``, run in turn."""
+        output = []
+        for line in self.command.split("\n"):
+            section = re.fullmatch(r"echo '(@@ownas \d+@@)'(?:; (.+))?", line)
+            if section is None:
+                return False, [], [f"fakebsd: not a section of a composite read: {line}"]
+            output.append(section[1])
+            if section[2]:
+                output += Machine(self.world, self.host).run(section[2])[1]
+        return self.ok(*output)
 
     def ok(self, *lines):
         return True, list(lines), []
@@ -338,7 +351,18 @@ class Machine:
             return self.ok()
         return self.ok("", "Lines To Add", "============", "(the configuration differs)")
 
-    def ping(self, fib, source, address):
+    def pings(self, _last):
+        """freebsd.pings: every ``{ PING >/dev/null 2>&1 && echo 'reply N'; } &``, then wait."""
+        job = (
+            r"\{ (?:setfib (\d+) )?ping -6 -c 3 (?:-S (\S+) )?(\S+) >/dev/null 2>&1 "
+            r"&& echo 'reply (\d+)'; \} &"
+        )
+        replies = [
+            f"reply {m[4]}" for m in re.finditer(job, self.command) if self.ping(*m.groups()[:3])
+        ]
+        return self.ok(*replies, "pinged")
+
+    def ping(self, fib, source, address) -> bool:
         fib_n = int(fib or 0)
         for name, interface in self.host.interfaces.items():
             for local, far, _length in interface.inet6:
@@ -346,8 +370,8 @@ class Machine:
                     continue
                 if source and source != local and not self._own_address(source):
                     continue
-                return self.ok("reply") if self._far_end_answers(name, interface) else self.ok()
-        return self.ok()
+                return self._far_end_answers(name, interface)
+        return False
 
     def _own_address(self, address: str) -> bool:
         return any(a == address for i in self.host.interfaces.values() for a, _p, _l in i.inet6)
@@ -765,7 +789,8 @@ _DISARM = (
 _REFUSED = r" \|\| \{ echo '[^']*' >&2; exit 1; \}"
 HANDLERS: list[tuple[str, Any]] = [
     (r"uname -sr", Machine.uname),
-    (r"sysctl -n ((?:[a-z0-9.]+ ?)+)", Machine.sysctl_get),
+    (r"(?s)echo '@@ownas 0@@'; .*", Machine.composite),
+    (r"sysctl ((?:[a-z0-9.]+ )+)2>/dev/null \|\| true", Machine.sysctl_show),
     (r'getent passwd "\$\(id -un\)" \| cut -d: -f7', Machine.shell),
     (r'echo "\$SSH_CLIENT"', Machine.ssh_client),
     (r'for m in ([a-z_ ]+); do kldstat -q -m "\$m" && echo "\$m"; done; true', Machine.kldstat),
@@ -778,7 +803,10 @@ HANDLERS: list[tuple[str, Any]] = [
     (r"sockstat -46lLq -P tcp,udp", Machine.sockstat),
     (r"pfctl -sr 2>/dev/null; true", Machine.pf_shown),
     (r"pfctl -nvf (\S+) 2>/dev/null; true", Machine.pf_expanded),
-    (r"service (\w+) status >/dev/null 2>&1 && echo running; true", Machine.service_status),
+    (
+        r"service -j '' (\w+) status > /dev/null 2>&1; if \[ \$\? -eq 0 \]; then echo running; fi",
+        Machine.service_status,
+    ),
     (r"pkg info -E -- (\S+) 2> /dev/null \|\| true", Machine.pkg_info),
     (r"vtysh -c 'show bgp neighbors json' 2>/dev/null; true", Machine.bgp_neighbors),
     (
@@ -790,10 +818,7 @@ HANDLERS: list[tuple[str, Any]] = [
         r"/var/run/frr (\S+)( >/dev/null)?(?:" + _REFUSED + ")?",
         Machine.frr_test,
     ),
-    (
-        r"(?:setfib (\d+) )?ping -6 -c 3 (?:-S (\S+) )?(\S+) >/dev/null 2>&1 && echo reply; true",
-        Machine.ping,
-    ),
+    (r"(\{ .* \} & )+wait; echo pinged", Machine.pings),
     (r"mkdir -p (\S+)", Machine.mkdir),
     (r"sh -n (\S+)" + _REFUSED, Machine.validate_real),
     (r"pfctl -nf (\S+\.ownas-new)" + _REFUSED, Machine.validate_pf),

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from tasks.checks import evaluate, pings_for
+from tasks.checks import evaluate, pings
 from tasks.facts import Interface
-from tasks.inventory import load_inventory
-from tasks.plan import Plan, load
+from tasks.plan import Plan
 from tasks.preflight import Preflight
-from tests.inventories import ROOT, upstream
+from tests.inventories import upstream
 
 UP = ["UP", "POINTOPOINT", "RUNNING", "MULTICAST"]
-
-
-@pytest.fixture(scope="module")
-def plan() -> Plan:
-    return load(load_inventory(ROOT / "inventory.py", cwd=ROOT))
 
 
 def converged(plan: Plan, name: str) -> dict[str, Any]:
@@ -30,6 +22,8 @@ def converged(plan: Plan, name: str) -> dict[str, Any]:
             tunnel=(str(t.source), str(t.destination)),
             inet6=[(str(t.address), str(t.peer), 128)],
             fib=t.fib,
+            mtu=t.mtu,
+            description=t.description,
             up=True,
         )
         for t in hp.tunnels
@@ -57,7 +51,7 @@ def converged(plan: Plan, name: str) -> dict[str, Any]:
         "pf_rules": ["pass out quick all flags S/SA keep state"],
         "pf_file_rules": ["pass out quick all flags S/SA keep state"],
         "pf_pending": False,
-        "pings": {key: True for key in pings_for(plan, hp, Preflight())},
+        "pings": {ping.key: True for ping in pings(plan, hp, Preflight())},
         "bgp": {p: {"state": "Established", "connections": 1} for p in peers},
         "advertised": {p: [str(plan.network.prefix)] for p in peers},
         "rpki": {"caches": {"127.0.0.1 3323": True}, "roas": 5},
@@ -99,7 +93,18 @@ def test_downstream_tunnel_in_the_wrong_fib(plan):
     found["ifconfig"]["gif0"].fib = 0
     found["ifconfig"]["gif0"].tunnelfib = 1
     assert lines(plan, "vps01", ifconfig=found["ifconfig"]) == [
-        "vps01: tunnel gif0 to router01: fib 0 tunnelfib 1, planned fib 1 tunnelfib 0"
+        "vps01: tunnel gif0 to router01: is in FIB 0, planned FIB 1",
+        "vps01: tunnel gif0 to router01: tunnelfib 1, planned 0",
+    ]
+
+
+def test_mtu_and_description_drift_is_reported_as_the_deploy_corrects_it(plan):
+    found = converged(plan, "router01")
+    found["ifconfig"]["gif0"].mtu = 1500
+    found["ifconfig"]["gif0"].description = ""
+    assert lines(plan, "router01", ifconfig=found["ifconfig"]) == [
+        "router01: tunnel gif0 to vps01: MTU 1500, planned 1280",
+        "router01: tunnel gif0 to vps01: description '', planned 'Tunnel-to-VPS'",
     ]
 
 

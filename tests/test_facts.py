@@ -1,5 +1,6 @@
 """Fact tests in pyinfra's fixture style: tests/facts/<fact>/*.json give the command, genuine
-FreeBSD output (each fixture names its source) and the parsed fact."""
+FreeBSD output (each fixture names its source) and the parsed fact. ``facts.*`` are ownas's own;
+the others are pyinfra's, which ownas reads on FreeBSD (their output there is what is tested)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pyinfra_testing.facts import make_fact_tests
 FIXTURES = Path(__file__).parent / "facts"
 
 for _directory in sorted(p for p in FIXTURES.iterdir() if p.is_dir()):
-    _case = make_fact_tests("tasks", _directory.name, _directory)
+    _base = "tasks" if _directory.name.startswith("facts.") else "pyinfra.facts"
+    _case = make_fact_tests(_base, _directory.name, _directory)
     globals()[f"Test{_directory.name.split('.')[-1]}"] = _case
 
-del _case, _directory  # only the Test* names above are test classes
+del _base, _case, _directory  # only the Test* names above are test classes

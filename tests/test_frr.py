@@ -12,7 +12,8 @@ import pytest
 from tasks.fields import bogons
 from tasks.inventory import load_inventory
 from tasks.lab import debian13
-from tasks.plan import asn_regex, bogon_asn_filter, load
+from tasks.plan import load
+from tasks.policy import asn_regex, bogon_asn_filter
 from tasks.render import render_host
 from tests.inventories import ROOT, upstream
 

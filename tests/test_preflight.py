@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tasks.facts import Interface, Socket
-from tasks.inventory import load_inventory
-from tasks.plan import Plan, load
+from tasks.plan import Plan
 from tasks.preflight import evaluate, rc_conf_conflicts, rendered_variables
 from tasks.render import render_host
-from tests.inventories import ROOT
-
-
-@pytest.fixture(scope="module")
-def plan() -> Plan:
-    return load(load_inventory(ROOT / "inventory.py", cwd=ROOT))
 
 
 def healthy(plan: Plan, name: str) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 One table: each step's wall time, its ratio to ``pyinfra INV exec -- true`` on the same hosts
 measured in the same run (pyinfra's own floor: connect, one command, disconnect), and the
 commands each host ran, counted by the hosts' login shell (tasks.lab.lab, REMOTE_LOG), not
-by ownas. Steps: the first deploy, an unchanged rerun, a dry run, a one-line change of
-frr.conf (and its undoing), and moving a VPS.
+by ownas. Steps: the first deploy, an unchanged rerun (with -y, and confirmed at pyinfra's
+prompt), a dry run, a one-line change of frr.conf (and its undoing), and moving a VPS.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -23,11 +24,23 @@ from tasks.lab.lab import PROJECT, Lab
 HOSTS = ("router01", "vps01")
 
 
-def _pyinfra(lab: Lab, *args: str) -> float:
-    """Run pyinfra against the lab from the project folder; return its wall time."""
+def _pyinfra(lab: Lab, *args: str, confirm: bool = False) -> float:
+    """Run pyinfra against the lab from the project folder; return its wall time. With
+    ``confirm`` it runs on a terminal, where pyinfra shows the changes and asks to go on: the
+    Enter it waits for is typed ahead (the terminal keeps it until pyinfra reads it)."""
     command = [sys.executable, "-m", "pyinfra", str(lab.inventory), *args]
+    terminal, typed = os.openpty() if confirm else (None, None)
+    if typed is not None:
+        os.write(terminal, b"\n")
     started = time.monotonic()
-    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(
+            command, cwd=PROJECT, stdin=typed, capture_output=True, text=True, check=False
+        )
+    finally:
+        for descriptor in (terminal, typed):
+            if descriptor is not None:
+                os.close(descriptor)
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         sys.exit(f"bench: {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
@@ -67,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         step("pyinfra INV exec -- true", lambda: _pyinfra(lab, "exec", "--", "true"))
         step("first deploy", lambda: _pyinfra(lab, *deploy))
         step("unchanged rerun (-y)", lambda: _pyinfra(lab, *deploy))
+        step("unchanged rerun, confirmed", lambda: _pyinfra(lab, "deploy.py", confirm=True))
         step("dry run (--dry --diff)", lambda: _pyinfra(lab, "deploy.py", "--dry", "--diff"))
         _edit(routers, '"prepend": 2', '"prepend": 3')
         step("one-line frr.conf change", lambda: _pyinfra(lab, *deploy))

@@ -135,15 +135,16 @@ SYSCTL_FILES = {
 
 
 def sysctl(host: Host, args: list[str]) -> int:
-    if args[:1] == ["-n"] and len(args) > 1:
+    if args and all("=" not in a and not a.startswith("-") for a in args):
+        # `name: value` each (sbin/sysctl/sysctl.c show_var); an unknown one is said and skipped.
         status = 0
-        for name in args[1:]:
+        for name in args:
             value = _sysctl_value(host, name)
             if value is None:
                 print(f"sysctl: unknown oid '{name}'", file=sys.stderr)
                 status = 1
             else:
-                print(value)
+                print(f"{name}: {value}")
         return status
     if len(args) == 1 and "=" in args[0]:
         name, value = args[0].split("=", 1)
@@ -616,6 +617,8 @@ def _pf_routing(host: Host, ruleset: Any) -> None:
 
 
 def service(host: Host, args: list[str]) -> int:
+    if args[:2] == ["-j", ""]:  # no jail (usr.sbin/service/service.sh: [ -n "${JAIL}" ])
+        args = args[2:]
     if args == ["frr", "restart", "bgpd"]:  # bgpd alone, asked for (--data restart_bgpd=yes)
         return _frr(host, "restart", "bgpd")
     if len(args) >= 2 and args[1] == "restart" and args[0] in ("netif", "routing", "pf", "frr"):

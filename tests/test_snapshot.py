@@ -1,0 +1,75 @@
+"""The composite read (facts.HostState) run by the real /bin/sh: each section answers what its
+fact alone would, whatever the commands before it printed; and what each host is asked."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.facts.freebsd import ServiceStatus
+
+from tasks import facts, freebsd
+from tasks.checks import probe_reads
+from tasks.facts import HostState, Read
+from tasks.plan import Plan
+from tasks.preflight import Preflight
+from tasks.snapshot import deploy_reads
+
+
+def run(reads: tuple[Read, ...]) -> dict[Read, object]:
+    """The composite command as sh runs it, parsed as pyinfra would (stdout lines)."""
+    fact = HostState()
+    command = fact.command(reads=reads)
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    return fact.process(output.stdout.splitlines())
+
+
+def test_each_section_is_parsed_by_its_own_fact(tmp_path: Path) -> None:
+    unterminated = tmp_path / "no-newline"
+    unterminated.write_text('ifconfig_lo0_alias0="inet6 ::1"')  # no newline at the end
+    missing = tmp_path / "missing"
+    reads = (
+        Read.of(FileContents, path=str(unterminated)),
+        Read.of(FileContents, path=str(missing)),
+        Read.of(Sha256File, path=str(missing)),
+        Read.of(facts.Exists, path=str(unterminated)),
+        Read.of(facts.Exists, path=str(missing)),
+    )
+    answers = run(reads)
+    assert answers == {
+        reads[0]: ['ifconfig_lo0_alias0="inet6 ::1"'],  # the next section's mark is not in it
+        reads[1]: None,
+        reads[2]: None,
+        reads[3]: True,
+        reads[4]: False,
+    }
+
+
+def test_a_read_cut_short_answers_only_what_ran_to_its_end() -> None:
+    fact = HostState()
+    reads = (Read.of(facts.Exists, path="/a"), Read.of(facts.Exists, path="/b"))
+    fact.command(reads=reads)
+    # The connection dropped inside the second section: it has no answer, not a default.
+    assert fact.process(["@@ownas 0@@", "yes", "@@ownas 1@@"]) == {reads[0]: True}
+
+
+def test_the_pre_flight_reads_what_the_operations_ask(plan: Plan) -> None:
+    router = deploy_reads(plan, plan.host("router01"), [freebsd.PF_CONF], diff=False)
+    assert Read.of(ServiceStatus, srvname="frr") in router
+    assert Read.of(facts.FrrPending, path=freebsd.FRR_CONF) in router
+    assert Read.of(Sha256File, path=freebsd.PF_CONF) in router
+    assert Read.of(FileContents, path=freebsd.PF_CONF) not in router  # only with --diff
+    assert len(router) == len(set(router))
+    vps = deploy_reads(plan, plan.host("vps01"), [freebsd.PF_CONF], diff=True)
+    assert Read.of(FileContents, path=freebsd.PF_CONF) in vps
+    assert Read.of(facts.ListeningSockets) in vps
+    assert not any(r.fact is facts.FrrPending for r in vps)
+
+
+def test_a_poll_pings_everything_at_once(plan: Plan) -> None:
+    reads = probe_reads(plan, plan.host("vps01"), Preflight())
+    pings = [r for r in reads if r.fact is facts.Pings]
+    assert len(pings) == 1
+    command = HostState().command(reads=reads)
+    assert command.count(" & ") == len(dict(pings[0].kwargs)["pings"])
