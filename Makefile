@@ -9,10 +9,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # debootstrap builds the Debian 13 root FRR 10 runs from (FRR checks and runs the generated
 # frr.conf; stayrtr serves the lab's ROAs; tasks/lab/debian13.py); bird2 plays the upstreams;
 # openssh carries the deploy (socat into the lab's namespaces); iproute2 and util-linux
-# (unshare, nsenter) build the lab; netcat-openbsd is FreeBSD's nc (from OpenBSD). Debian 12's
-# own frr (8.4) is not used.
+# (unshare, nsenter) build the lab; netcat-openbsd is FreeBSD's nc (from OpenBSD); tcsh is
+# FreeBSD's csh, a deploy user's login shell the composite read must pass. Debian 12's own frr
+# (8.4) is not used.
 APT_PACKAGES := debootstrap bird2 openssh-server openssh-client socat iproute2 netcat-openbsd \
-	util-linux iputils-ping procps python3-venv
+	util-linux iputils-ping procps python3-venv tcsh
 
 # `make demo` keeps its lab apart from one you run yourself (`ownas lab up`, in .lab).
 DEMO := --dir .lab-demo --prefix ownas-demo

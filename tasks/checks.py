@@ -350,9 +350,9 @@ def router_side(plan: Plan, names: list[str], found: dict[str, Any], pf_conf: st
     return problems
 
 
-def gather_router_side(target: Any, plan: Plan, names: list[str]) -> dict[str, Any]:
+def gather_router_side(target: Any, plan: Plan, names: list[str]) -> dict[str, Any] | None:
     """What ``router_side`` reads from the router, read-only (a failed read does not make the
-    router a failed host of this run: it is not one of its hosts)."""
+    router a failed host of this run: it is not one of its hosts; None)."""
     hp = plan.host(plan.router.name)
     tunnels = [plan.tunnel_to(plan.network.downstream(name)) for name in names]
     lookups = [(r.destination, r.fib) for r in hp.routes]
@@ -364,4 +364,4 @@ def gather_router_side(target: Any, plan: Plan, names: list[str]) -> dict[str, A
         *_PF_READS,
     )
     answers = read_fact(target, facts.HostState, fail_host=False, reads=reads)
-    return found_in(answers, reads)
+    return found_in(answers, reads) if answers else None

@@ -122,9 +122,13 @@ def _compute(state: Any) -> Run:
         name: snapshot.deploy_reads(plan, plan.host(name), list(files[name]), state.config.DIFF)
         for name in map(host_name, targets)
     }
-    # Every host at once: a run costs the slowest host's read, not their sum.
-    jobs = {host_name(t): gevent.spawn(preflight.gather, t, reads[host_name(t)]) for t in targets}
-    gevent.joinall(list(jobs.values()))
+    # Every host at once (pyinfra's pool for facts, --parallel wide): a run costs the slowest
+    # host's read, not their sum.
+    jobs = {
+        host_name(t): state.fact_pool.spawn(preflight.gather, t, reads[host_name(t)][0])
+        for t in targets
+    }
+    gevent.joinall(list(jobs.values()), raise_error=True)
     preflights = {}
     for target in targets:
         name = host_name(target)
@@ -202,6 +206,8 @@ def _router_side(
         found = checks.gather_router_side(target, plan, alone)
     finally:
         target.disconnect()
+    if found is None:
+        return [f"{router}: could not be read to check its side of {', '.join(alone)}'s tunnel"]
     return checks.router_side(plan, alone, found, files[router][freebsd.PF_CONF])
 
 

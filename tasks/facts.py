@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyinfra.api import FactBase
+from pyinfra.api.exceptions import FactProcessError
 from typing_extensions import override
 
 from tasks import freebsd
@@ -668,14 +670,22 @@ class Read:
 
 
 # A section's first line; the prefix is what the previous section printed without a newline.
-_SECTION = re.compile(r"^(.*)@@ownas (\d+)@@$")
+# The run's own token: nothing a host prints (a file shown with --diff, a description) can
+# pass for a section's start.
+_TOKEN = secrets.token_hex(4)
+_SECTION = re.compile(rf"^(.*)@@ownas-{_TOKEN} (\d+)@@$")
 
 
 class HostState(FactBase):
     """Many facts read with one remote command: pyinfra runs a command for every fact read and
     keeps no answer, so reading each separately costs a round trip each, every time. Each
     section runs one fact's own command and is parsed by that fact's own ``process`` (empty:
-    its ``default``), so a section answers exactly what the fact alone would."""
+    its ``default``), so a section answers exactly what the fact alone would. A read that ends
+    early (a connection lost, output that could not be decoded) or a section that cannot be
+    parsed fails the read, and with it the host: no question is answered by a default.
+
+    One line, sections joined by ``;``: pyinfra hands ``sh -c '...'`` to the login shell,
+    and csh refuses a newline inside quotes (the pre-flight then says the shell is wrong)."""
 
     @override
     @staticmethod
@@ -686,10 +696,10 @@ class HostState(FactBase):
         self.reads = tuple(reads)
         self.facts = [read.fact() for read in self.reads]
         sections = [
-            f"echo '@@ownas {index}@@'; {_command_of(fact, read)}"
+            f"echo '@@ownas-{_TOKEN} {index}@@'; {_command_of(fact, read)}"
             for index, (fact, read) in enumerate(zip(self.facts, self.reads, strict=True))
         ]
-        return "\n".join([*sections, f"echo '@@ownas {len(sections)}@@'"])
+        return "; ".join([*sections, f"echo '@@ownas-{_TOKEN} {len(sections)}@@'"])
 
     @override
     def process(self, output: list[str]) -> dict[Read, Any]:
@@ -705,11 +715,23 @@ class HostState(FactBase):
                 sections[current].append(mark[1])
             current = int(mark[2])
             sections[current] = []
-        return {
-            read: fact.process(sections[index]) if sections.get(index) else fact.default()
-            for index, (fact, read) in enumerate(zip(self.facts, self.reads, strict=True))
-            if index in sections and index + 1 in sections  # the section ran to its end
-        }
+        if len(self.reads) not in sections:
+            ran = max(sections, default=-1)
+            raise FactProcessError(
+                f"the read ended early, in {_name(self.reads[ran]) if ran >= 0 else 'its start'}"
+            )
+        answers = {}
+        for index, (fact, read) in enumerate(zip(self.facts, self.reads, strict=True)):
+            try:
+                answers[read] = fact.process(sections[index]) if sections[index] else fact.default()
+            except Exception as error:  # any parse error fails the read
+                raise FactProcessError(f"{_name(read)}: {error}") from error
+        return answers
+
+
+def _name(read: Read) -> str:
+    arguments = ", ".join(f"{key}={value}" for key, value in read.kwargs)
+    return f"{read.fact.__name__}({arguments})"
 
 
 def _command_of(fact: FactBase, read: Read) -> str:

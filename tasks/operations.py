@@ -61,12 +61,12 @@ def _say(message: str, log: Callable[..., None] = logger.info) -> None:
 
 def _announce(commands: list[Any], **change: bool) -> Iterator[Any]:
     """Yield ``commands``; while preparing, first list them so that --dry shows every reload.
-    Once they ran, the host is read again for the next operation (see snapshot.changed)."""
+    The host is read again for the next operation (see snapshot.changed)."""
     if not state.is_executing:
         for command in commands:
             _say(f"will run: {command}")
-    yield from commands
     changed(**change)
+    yield from commands
 
 
 def _running(service: str) -> bool:
@@ -93,6 +93,7 @@ def stage(path: str, content: str):
         for line in generate_color_diff(old, content.splitlines(keepends=True)):
             logger.info("  %s", line)
     new = freebsd.staged(path)
+    # Nothing the run reads changes (the staged copy sits beside the live file): no changed().
     yield freebsd.make_parent(path)
     # Uploaded straight to the staging name (with sudo, pyinfra's connector goes through a
     # temporary file itself).
@@ -100,7 +101,6 @@ def stage(path: str, content: str):
     yield freebsd.refuse_unless(freebsd.validator(path), path)
     if path == freebsd.FRR_CONF and _running("frr"):
         yield freebsd.refuse_unless(freebsd.frr_semantic_check(path), path)
-    changed(rereads=False)  # the staged copy sits beside the live file
 
 
 @operation()
@@ -138,10 +138,10 @@ def install(files: dict[str, str]):
         host.noop("every file is up to date")
         return
     # What this run replaces, so that a host whose checks then fail can put it back.
+    changed(records=True)
     yield freebsd.record_run(paths)
     for path in paths:
         yield freebsd.install(path)
-    changed(records=True)
 
 
 def _differs(path: str, content: str) -> bool:

@@ -1,14 +1,16 @@
-"""What a run reads from each host: one composite read (facts.HostState), kept until a command
-changes the host.
+"""What a run reads from each host: composite reads (facts.HostState), each kept until a
+command changes the host.
 
 pyinfra runs one remote command for every fact it is asked for and keeps no answer; it also
 runs each operation twice (preparing, to show the changes, then executing). Read one by one,
 an unchanged rerun cost a hundred round trips per host. Here the pre-flight reads, in one
-command, everything the pre-flight and the operations will ask (``deploy_reads``), and the
-operations answer from it (``read``) until one of them runs a command (``changed``). While
-executing, the answers read while preparing are not used: the host is read again once, then
-after each operation that changed it. The convergence checks read their own set fresh on every
-poll (tasks.checks).
+command, everything the pre-flight and the operations will ask of the host's state
+(``deploy_reads``, first group), and the operations answer from it (``read``) until one of
+them runs a command (``changed``). FRR's own state (a second group: what a reload would
+change, RPKI, the policy counts, which walk every route an upstream sent) is read in one more
+command, only when the FRR operation asks. While executing, the answers read while preparing
+are not used: each group is read again once, then after each operation that changed the host.
+The convergence checks read their own set fresh on every poll (tasks.checks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from pyinfra import host, state
 from pyinfra.api import FactBase
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.facts.freebsd import PkgPackage, ServiceStatus
 from pyinfra.facts.server import Sysctl
@@ -29,49 +32,63 @@ from tasks.plan import HostPlan, Plan
 # The sysctls the pre-flight and the operations read.
 SYSCTLS = ("kern.securelevel", "net.fibs", *freebsd.FORWARDING.values(), freebsd.RFC6204W3)
 
-# By host name: what the run reads from it, and the last answer (with whether it was read
-# while executing). A pyinfra run is one process, one run.
-_PLANNED: dict[str, tuple[Read, ...]] = {}
-_KEPT: dict[str, tuple[bool, dict[Read, Any]]] = {}
+Group = tuple[Read, ...]
+# By host name: what the run reads from it, in groups; by (host, group): the last answer, and
+# whether it was read while executing. A pyinfra run is one process, one run.
+_PLANNED: dict[str, tuple[Group, ...]] = {}
+_KEPT: dict[tuple[str, int], tuple[bool, dict[Read, Any]]] = {}
 _RECORDED: set[str] = set()
 
 
-def plan(name: str, reads: tuple[Read, ...], answers: dict[Read, Any] | None = None) -> None:
-    """Say what the run reads from host ``name`` (and, from the pre-flight, what it read)."""
-    _PLANNED[name] = reads
-    _KEPT.pop(name, None)
+class Unread(PyinfraError):
+    """A planned question the host's read did not answer (pyinfra reports it in one line)."""
+
+
+def plan(name: str, groups: tuple[Group, ...], answers: dict[Read, Any] | None = None) -> None:
+    """Say what the run reads from host ``name`` (and what the pre-flight read: the first
+    group's answers)."""
+    _PLANNED[name] = groups
+    for index in range(len(groups)):
+        _KEPT.pop((name, index), None)
     if answers is not None:
-        _KEPT[name] = (bool(state.is_executing), answers)
+        _KEPT[(name, 0)] = (bool(state.is_executing), answers)
 
 
 def read(fact: type[FactBase], **kwargs: Any) -> Any:
-    """The host's answer to ``fact`` with ``kwargs``, from its current composite read. A
-    question the run did not plan for (a route an earlier deploy made and this one retires;
-    an operation tested alone) is read on its own."""
+    """The host's answer to ``fact`` with ``kwargs``, from the current read of the group that
+    asks it. A question the run did not plan for (a route an earlier deploy made and this one
+    retires; an operation tested alone) is read on its own."""
     name = host_name(host)
     question = Read.of(fact, **kwargs)
-    if question not in _PLANNED.get(name, ()):
+    groups = _PLANNED.get(name, ())
+    index = next((i for i, group in enumerate(groups) if question in group), None)
+    if index is None:
         return host.get_fact(fact, **kwargs)
     executing = bool(state.is_executing)
-    kept = _KEPT.get(name)
+    kept = _KEPT.get((name, index))
     if kept is None or kept[0] != executing:
-        kept = (executing, host.get_fact(facts.HostState, reads=_PLANNED[name]))
-        _KEPT[name] = kept
-    return kept[1].get(question, fact.default())
+        kept = (executing, host.get_fact(facts.HostState, reads=groups[index]))
+        _KEPT[(name, index)] = kept
+    if question not in kept[1]:
+        raise Unread(f"{name}: its state could not be read (see above); nothing more was done")
+    return kept[1][question]
 
 
 def changed(*, rereads: bool = True, records: bool = False) -> None:
-    """A command ran on the host (while executing; preparing, nothing runs): the next question
-    reads it again, unless the command changed nothing the run asks (``rereads`` False: a
-    staged copy beside the live file, the restore timer). ``records``: it left what the run
-    must confirm (the install's record, the restore timer: freebsd.RUN_RECORDS)."""
+    """A command is about to run on the host (while executing; preparing, nothing runs): the
+    next question reads it again, unless the command changes nothing the run asks (``rereads``
+    False: a staged copy beside the live file, the restore timer). ``records``: it leaves what
+    the run must confirm (the install's record, the restore timer: freebsd.RUN_RECORDS).
+    Called before the commands are yielded: pyinfra runs each as it is yielded and stops at
+    the first that fails, so nothing after them would run."""
     if not state.is_executing:
         return
     name = host_name(host)
     if records:
         _RECORDED.add(name)
     if rereads:
-        _KEPT.pop(name, None)
+        for index in range(len(_PLANNED.get(name, ()))):
+            _KEPT.pop((name, index), None)
 
 
 def recorded() -> bool:
@@ -79,10 +96,10 @@ def recorded() -> bool:
     return host_name(host) in _RECORDED
 
 
-def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tuple[Read, ...]:
+def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tuple[Group, ...]:
     """Everything the pre-flight and the operations ask host ``hp``: its files (their content
-    too with ``--diff``), state, and, on the router, packages, FRR and RPKI."""
-    reads = [
+    too with ``--diff``) and state, packages on the router; then, on the router, FRR's state."""
+    state_reads = [
         Read.of(facts.Uname),
         Read.of(Sysctl, keys=SYSCTLS),
         Read.of(facts.LoginShell),
@@ -104,22 +121,18 @@ def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tupl
         *(Read.of(ServiceStatus, srvname=s) for s in ("pflog", *_validator(hp))),
     ]
     if hp.role == "downstream":
-        reads.append(Read.of(facts.ListeningSockets))
-    if hp.role == "router":
-        reads += [Read.of(PkgPackage, package=p) for p in packages(hp)]
-        reads += [
-            Read.of(ServiceStatus, srvname="frr"),
-            Read.of(facts.BgpdModules),
-            Read.of(facts.FrrPending, path=freebsd.FRR_CONF),
+        return (tuple(dict.fromkeys([*state_reads, Read.of(facts.ListeningSockets)])),)
+    state_reads += [Read.of(PkgPackage, package=p) for p in packages(hp)]
+    state_reads += [Read.of(ServiceStatus, srvname="frr"), Read.of(facts.BgpdModules)]
+    frr = [Read.of(facts.FrrPending, path=freebsd.FRR_CONF)]
+    if plan.router.rpki is not None:
+        peers = tuple(str(u.peer) for u in plan.router.upstreams)
+        frr += [
+            Read.of(facts.RpkiState),
+            Read.of(facts.RpkiInvalidAccepted),
+            Read.of(facts.PolicyCounts, peers=peers),
         ]
-        if plan.router.rpki is not None:
-            peers = tuple(str(u.peer) for u in plan.router.upstreams)
-            reads += [
-                Read.of(facts.RpkiState),
-                Read.of(facts.RpkiInvalidAccepted),
-                Read.of(facts.PolicyCounts, peers=peers),
-            ]
-    return tuple(dict.fromkeys(reads))
+    return tuple(dict.fromkeys(state_reads)), tuple(frr)
 
 
 # Files the pre-flight reads to know what an earlier deploy made, and the restore record.

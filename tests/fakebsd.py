@@ -162,12 +162,13 @@ class Machine:
         return self.ok(*[f"{n}: {values[n]}" for n in names.split()])
 
     def composite(self):
-        """facts.HostState: sections, each ``echo '@@ownas N@@'; COMMAND``, run in turn."""
+        """facts.HostState: sections, each ``echo '@@ownas-TOKEN N@@'; COMMAND``, joined by
+        ``; ``, run in turn."""
         output = []
-        for line in self.command.split("\n"):
-            section = re.fullmatch(r"echo '(@@ownas \d+@@)'(?:; (.+))?", line)
+        for part in re.split(f"; (?=echo '{_MARK}')", self.command):
+            section = re.fullmatch(f"echo '({_MARK})'(?:; (.+))?", part)
             if section is None:
-                return False, [], [f"fakebsd: not a section of a composite read: {line}"]
+                return False, [], [f"fakebsd: not a section of a composite read: {part}"]
             output.append(section[1])
             if section[2]:
                 output += Machine(self.world, self.host).run(section[2])[1]
@@ -787,9 +788,11 @@ _DISARM = (
 )
 # freebsd.refuse_unless around a validation: the message when it fails.
 _REFUSED = r" \|\| \{ echo '[^']*' >&2; exit 1; \}"
+# What starts a section of facts.HostState's composite read.
+_MARK = r"@@ownas-[0-9a-f]+ \d+@@"
 HANDLERS: list[tuple[str, Any]] = [
     (r"uname -sr", Machine.uname),
-    (r"(?s)echo '@@ownas 0@@'; .*", Machine.composite),
+    (r"echo '@@ownas-[0-9a-f]+ 0@@'; .*", Machine.composite),
     (r"sysctl ((?:[a-z0-9.]+ )+)2>/dev/null \|\| true", Machine.sysctl_show),
     (r'getent passwd "\$\(id -un\)" \| cut -d: -f7', Machine.shell),
     (r'echo "\$SSH_CLIENT"', Machine.ssh_client),

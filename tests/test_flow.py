@@ -24,7 +24,7 @@ from tests.inventories import ROOT, host, upstream, write
 
 # Commands that only read state; everything else a host runs is an action.
 READS = re.compile(
-    r"^(echo '@@ownas 0@@'; |uname -sr|sysctl [a-z0-9. ]+ 2>/dev/null|getent passwd|"
+    r"^(echo '@@ownas-[0-9a-f]+ 0@@'; |uname -sr|sysctl [a-z0-9. ]+ 2>/dev/null|getent passwd|"
     r"echo \"\$SSH_CLIENT\"|for m in |\( test -e |"
     r"test -e .* (sha256sum|&& echo (pending|yes))|env -i /bin/sh|ifconfig$|route -n -6 get|"
     r"pfctl -s info|pfctl -sr|pfctl -nvf|sockstat |cat /var/db/|pgrep |service -j '' \w+ status|"
@@ -219,13 +219,14 @@ def test_a_pf_conf_installed_by_an_interrupted_run_is_loaded_by_the_next(lab: La
 
 # Commands each host runs on an unchanged rerun with -y (all reads; the lab's login shell
 # counts the same, `make bench`): a ceiling against regressions, to come down to a few reads.
-# Commands per host (tasks.snapshot): an unchanged rerun reads each host twice (the pre-flight,
-# then once executing) and polls the checks once; a dry run reads once; a change of one line
-# adds the commands that change and three reads on the router (after the install, the checks' poll,
-# the confirmation's new connection).
-RERUN_COMMANDS = {"router01": 3, "vps01": 3}
-DRY_COMMANDS = {"router01": 1, "vps01": 1}
-ONE_LINE_READS = {"router01": 5, "vps01": 3}
+# Commands per host (tasks.snapshot): an unchanged rerun reads each host's state twice (the
+# pre-flight, then once executing), the router's FRR state once, and polls the checks once; a
+# dry run reads the state, and the router's FRR state, once; a change of one line in frr.conf
+# adds the commands that change and reads the router again after the install (state, FRR
+# state), in the checks' poll and from the confirmation's new connection.
+RERUN_COMMANDS = {"router01": 4, "vps01": 3}
+DRY_COMMANDS = {"router01": 2, "vps01": 1}
+ONE_LINE_READS = {"router01": 6, "vps01": 3}
 
 
 def commands_of(log: list[list[str]], name: str, reads_only: bool = False) -> int:

@@ -713,6 +713,42 @@ def _mentions(cmdline: Path, directory: Path) -> bool:
         return False  # ended while we looked
 
 
+# A second VPS, as an operator adds one: its own tunnel number and delegation.
+VPS02 = """
+downstreams.append(
+    (
+        "vps02",
+        {
+            "ssh_hostname": "203.0.113.18",
+            "tunnel": 3,
+            "delegate": "2a06:9801:1c:3000::/64",
+            "wan_interface": "vtnet0",
+        },
+    )
+)
+"""
+
+
+def test_a_downstream_added_to_the_running_lab_and_removed_again(lab: Lab, inventory: Path) -> None:
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    before = established(status.gather(lab))
+    with as_before(inventory):
+        inventory.write_text(inventory.read_text() + VPS02)
+        lab.up(inventory)  # the lab runs vps02 now, and the router's end of gif3
+        result = deploy(lab, "-y")
+        assert result.returncode == 0, output(result)
+        assert ping_from_upstream(lab, "ifog", "2a06:9801:1c:3000::1")
+        assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
+    lab.up(inventory)  # vps02 is gone, with its tunnel
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.namespace("vps02") not in listing
+    assert sorted(listing.split()) == sorted(namespaces.split())
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
+    assert established(status.gather(lab)) == before
+
+
 def test_lab_down_leaves_no_namespace_or_process(lab: Lab) -> None:
     pids = lab_processes(lab)
     assert len(pids) >= 10  # inits, sshds, zebra, staticd, bgpd, birds, ...

@@ -11,7 +11,7 @@ def test_uplinks_take_the_inventory_interface_names(ref, plan_for):
     host(ref, "vps01")["wan_interface"] = "em1"
     topology = build(plan_for(ref))
     assert topology.uplinks == {"router01": "igb0", "vps01": "em1"}
-    assert topology.wan["vps01"] == ["203.0.113.10/24"]
+    assert topology.wan["vps01"] == ["203.0.113.10/29"]
 
 
 def test_the_reference_topology(ref, plan_for):

@@ -3,9 +3,13 @@ fact alone would, whatever the commands before it printed; and what each host is
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+from pyinfra.api.exceptions import FactProcessError
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.facts.freebsd import ServiceStatus
 
@@ -46,22 +50,42 @@ def test_each_section_is_parsed_by_its_own_fact(tmp_path: Path) -> None:
     }
 
 
-def test_a_read_cut_short_answers_only_what_ran_to_its_end() -> None:
+def test_a_read_cut_short_or_unparsable_fails_instead_of_answering_defaults() -> None:
     fact = HostState()
-    reads = (Read.of(facts.Exists, path="/a"), Read.of(facts.Exists, path="/b"))
-    fact.command(reads=reads)
-    # The connection dropped inside the second section: it has no answer, not a default.
-    assert fact.process(["@@ownas 0@@", "yes", "@@ownas 1@@"]) == {reads[0]: True}
+    reads = (Read.of(facts.Exists, path="/a"), Read.of(facts.BgpNeighbors))
+    marks = re.findall(r"echo '(@@ownas-\S+ \d+@@)'", fact.command(reads=reads))
+    assert len(marks) == 3
+    # The connection dropped inside the second section (or its output could not be decoded).
+    with pytest.raises(FactProcessError, match=r"ended early, in BgpNeighbors\(\)"):
+        fact.process([marks[0], "yes", marks[1], "{"])
+    # vtysh printed something that is not JSON.
+    with pytest.raises(FactProcessError, match=r"BgpNeighbors\(\): "):
+        fact.process([marks[0], "yes", marks[1], "% Unknown command", marks[2]])
+    assert fact.process([marks[0], "yes", marks[1], marks[2]]) == {reads[0]: True, reads[1]: {}}
+
+
+def test_a_csh_login_shell_still_reads_so_the_pre_flight_can_say_it_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """pyinfra sends ``sh -c '...'`` to the login shell (tcsh: FreeBSD's csh), which refuses a
+    newline inside quotes: the read is one line, and the pre-flight names the shell."""
+    fact = HostState()
+    reads = (Read.of(facts.Exists, path=str(tmp_path)), Read.of(facts.LoginShell))
+    command = f"sh -c {shlex.quote(fact.command(reads=reads))}"
+    output = subprocess.run(["tcsh", "-c", command], capture_output=True, text=True, check=True)
+    assert fact.process(output.stdout.splitlines())[reads[0]] is True
 
 
 def test_the_pre_flight_reads_what_the_operations_ask(plan: Plan) -> None:
-    router = deploy_reads(plan, plan.host("router01"), [freebsd.PF_CONF], diff=False)
+    router, frr = deploy_reads(plan, plan.host("router01"), [freebsd.PF_CONF], diff=False)
     assert Read.of(ServiceStatus, srvname="frr") in router
-    assert Read.of(facts.FrrPending, path=freebsd.FRR_CONF) in router
     assert Read.of(Sha256File, path=freebsd.PF_CONF) in router
     assert Read.of(FileContents, path=freebsd.PF_CONF) not in router  # only with --diff
     assert len(router) == len(set(router))
-    vps = deploy_reads(plan, plan.host("vps01"), [freebsd.PF_CONF], diff=True)
+    # FRR's own state, read when the FRR operation asks: the policy counts walk every route.
+    assert Read.of(facts.FrrPending, path=freebsd.FRR_CONF) in frr
+    assert any(r.fact is facts.PolicyCounts for r in frr)
+    (vps,) = deploy_reads(plan, plan.host("vps01"), [freebsd.PF_CONF], diff=True)
     assert Read.of(FileContents, path=freebsd.PF_CONF) in vps
     assert Read.of(facts.ListeningSockets) in vps
     assert not any(r.fact is facts.FrrPending for r in vps)

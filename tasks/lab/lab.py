@@ -154,7 +154,7 @@ class Lab:
         plan = load(load_inventory(inventory, cwd=inventory.parent))
         topology = build(plan)
         if self.state_path.exists():
-            self._update(topology)
+            self._update(plan, topology)
         else:
             wanted = set(self._namespaces(topology).values())
             taken = [n for n in _netns_names() if n in wanted]
@@ -199,12 +199,11 @@ class Lab:
     def _create(self, plan: Plan, topology: Topology) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         namespaces = self._namespaces(topology)
-        names = list(namespaces)
         state: dict[str, Any] = {
             "prefix": self.prefix,
             "asn": plan.network.asn,
-            "namespaces": namespaces,
-            "hosts": {name: {"dir": str(self.host_dir(name))} for name in topology.managed},
+            "namespaces": {},
+            "hosts": {},
             "upstreams": {},
             "inits": {},
             "topology": asdict(topology),
@@ -216,28 +215,39 @@ class Lab:
             Path(VAR_DB).mkdir(mode=0o755)
             state["made_var_db"] = True
         self._save(state)
-        for name in names:
-            _run(["ip", "netns", "add", self.namespace(name)])
-            state["made"].append(self.namespace(name))
-            self._save(state)
-            self.ip(name, "link", "set", "lo", "up")
-            self._sysctl(
-                name, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"
-            )
+        for name in namespaces:
+            self._namespace(name, state)
         self._sysctl("inet", "net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1")
-        self._keys(topology)
+        self._operator_key()
         self._launchers()
-        self._underlay(topology)
-        self._tunnels(topology)
+        self._wan_segment(topology)
+        for name in topology.managed[1:]:
+            self._downstream_uplink(topology, name)
+        for link in topology.tunnels:
+            self._link(asdict(link))
+        self._upstream_tunnel_ends(topology)
         for name in topology.managed:
             self._host(topology, name, state)
+        self._ssh_files(topology)
         for upstream in topology.upstreams:
             self._upstream(plan, topology, upstream, state)
         self._rtr_caches(plan, state)
 
-    def _update(self, topology: Topology) -> None:
-        """A running lab follows the inventory's underlay: a VPS that moved gets its new address
-        (as its provider would give it), and an sshd that was stopped is started again."""
+    def _namespace(self, name: str, state: dict[str, Any]) -> None:
+        """A lab namespace for ``name``, recorded as the lab's before anything goes in it."""
+        namespace = self.namespace(name)
+        _run(["ip", "netns", "add", namespace])
+        state["namespaces"][name] = namespace
+        state["made"].append(namespace)
+        self._save(state)
+        self.ip(name, "link", "set", "lo", "up")
+        self._sysctl(name, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+
+    def _update(self, plan: Plan, topology: Topology) -> None:
+        """A running lab follows the inventory: a downstream added gets its namespace, uplink
+        and tunnel link, one removed loses them (its tunnel on the router too: the link is
+        gone); a VPS that moved gets its new address (as its provider would give it); an sshd
+        that was stopped is started again. Anything else needs a new lab."""
         state = self.state()
         existing = set(_netns_names())
         gone = [
@@ -252,15 +262,32 @@ class Lab:
             )
         old = state["topology"]
         new = json.loads(json.dumps(asdict(topology)))  # as lab.json holds it: lists
-        underlay = ("wan", "gateways", "inet_addresses")
-        if {k: v for k, v in old.items() if k not in underlay} != {
-            k: v for k, v in new.items() if k not in underlay
-        }:
+        before = {link["site"]: link for link in old["tunnels"]}
+        after = {link["site"]: link for link in new["tunnels"]}
+        removed = [site for site in before if site not in after]
+        added = [site for site in after if site not in before]
+        kept = [name for name in old["managed"] if name in new["managed"]]
+        if (
+            any(old[key] != new[key] for key in ("router", "upstreams", "controller", "sample"))
+            or any(before[site] != after[site] for site in before if site in after)
+            or any(old["lan"].get(name) != new["lan"].get(name) for name in kept)
+        ):
             raise LabError(
-                "the inventory's hosts, upstreams or tunnels changed: "
-                "`ownas lab down`, then `ownas lab up`"
+                "the inventory's router, upstreams or tunnels changed (not only downstreams "
+                "added or removed): `ownas lab down`, then `ownas lab up`"
             )
-        for name in topology.managed:
+        for site in removed:
+            self._remove_link(state, before[site])
+            if site in old["managed"]:
+                self._remove_host(site, state)
+        for site in added:
+            if site in new["managed"]:
+                self._namespace(site, state)
+                self._downstream_uplink(topology, site)
+            self._link(after[site])
+            if site in new["managed"]:
+                self._host(topology, site, state)
+        for name in kept:
             if old["wan"][name] != topology.wan[name]:
                 uplink = topology.uplinks[name]
                 for address in old["wan"][name]:
@@ -272,48 +299,78 @@ class Lab:
                 self._start_sshd(name)
         state["topology"] = new
         self._save(state)
+        self._ssh_files(topology)
+
+    def _remove_host(self, name: str, state: dict[str, Any]) -> None:
+        """End a downstream's namespace (what runs in it, its links) and forget it."""
+        namespace = state["namespaces"].pop(name)
+        self._end([namespace])
+        state["made"].remove(namespace)
+        del state["hosts"][name], state["inits"][name]
+        self._save(state)
+        shutil.rmtree(self.host_dir(name))
+        shutil.rmtree(self.dir / "init" / name)
+
+    def _remove_link(self, state: dict[str, Any], link: dict[str, Any]) -> None:
+        """Delete a tunnel link's bridge and ports (each port's veth takes its far end with it,
+        the router's end included), and the router's record of that tunnel."""
+        bridge, *ports = links.ports(link)
+        for name in (*ports, bridge):
+            self.ip("inet", "link", "del", name, check=False)
+        router = link["a"]
+        with links.locked(self.dir):
+            directory = Path(state["hosts"][router["host"]]["dir"])
+            record = links.load_state(directory)
+            record["tunnels"].pop(router["interface"], None)
+            links.save_state(directory, record)
 
     def _sysctl(self, name: str, *settings: str) -> None:
         _run(["ip", "netns", "exec", self.namespace(name), "sysctl", "-q", "-w", *settings])
 
-    def _keys(self, topology: Topology) -> None:
-        """The operator's key, a host key per host, known_hosts and the SSH config for them."""
+    def _operator_key(self) -> None:
+        """The operator's key, which every lab host lets in."""
         key = self.dir / "id_ed25519"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ownas-lab", "-f", str(key)])
         shutil.copy(key.with_suffix(".pub"), self.dir / "authorized_keys")
+
+    def _host_key(self, topology: Topology, name: str) -> None:
+        """A managed host's SSH host key and the ProxyCommand that reaches it."""
         controller = topology.controller
         family, address = ("TCP6", f"[{controller}]") if ":" in controller else ("TCP4", controller)
+        directory = self.host_dir(name)
+        directory.mkdir(parents=True)
+        host_key = directory / "ssh_host_ed25519_key"
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
+        # The session starts at the controller address inside the namespace, so the host sees
+        # SSH from a trusted source, as it would in production. While the host's management
+        # path is cut (CUT, see Lab.lock_out), no session starts and the open ones end: the
+        # proxy ends the socat it started.
+        connect = f"{family}:{address}:22,bind={address}"
+        (directory / "proxy.sh").write_text(
+            f"[ -e {directory / CUT} ] && exit 1\n"
+            # A background job's standard input is /dev/null unless it is redirected
+            # explicitly: from a copy of ours (fd 3), where ssh writes.
+            "exec 3<&0\n"
+            f"nsenter --net=/run/netns/{self.namespace(name)} socat STDIO {connect} 0<&3 &\n"
+            "pid=$!\n"
+            'while kill -0 "$pid" 2>/dev/null; do\n'
+            f'    [ -e {directory / CUT} ] && {{ kill "$pid"; exit 1; }}\n'
+            "    sleep 0.2\n"
+            "done\n"
+            'wait "$pid"\n'
+        )
+
+    def _ssh_files(self, topology: Topology) -> None:
+        """known_hosts and the SSH config for the managed hosts the lab runs now."""
         known, config = [], []
         for name in topology.managed:
-            directory = self.host_dir(name)
-            directory.mkdir(parents=True)
-            host_key = directory / "ssh_host_ed25519_key"
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
-            alias = self.namespace(name)
-            public = host_key.with_suffix(".pub").read_text().split()[:2]
+            alias, directory = self.namespace(name), self.host_dir(name)
+            public = (directory / "ssh_host_ed25519_key.pub").read_text().split()[:2]
             known.append(f"{alias} {' '.join(public)}")
-            # The session starts at the controller address inside the namespace, so the host
-            # sees SSH from a trusted source, as it would in production. While the host's
-            # management path is cut (CUT, see Lab.lock_out), no session starts and the open
-            # ones end: the proxy ends the socat it started.
-            connect = f"{family}:{address}:22,bind={address}"
-            (directory / "proxy.sh").write_text(
-                f"[ -e {directory / CUT} ] && exit 1\n"
-                # A background job's standard input is /dev/null unless it is redirected
-                # explicitly: from a copy of ours (fd 3), where ssh writes.
-                "exec 3<&0\n"
-                f"nsenter --net=/run/netns/{alias} socat STDIO {connect} 0<&3 &\n"
-                "pid=$!\n"
-                'while kill -0 "$pid" 2>/dev/null; do\n'
-                f'    [ -e {directory / CUT} ] && {{ kill "$pid"; exit 1; }}\n'
-                "    sleep 0.2\n"
-                "done\n"
-                'wait "$pid"\n'
-            )
             config += [
                 f"Host {alias}",
                 "  User root",
-                f"  IdentityFile {key}",
+                f"  IdentityFile {self.dir / 'id_ed25519'}",
                 f"  ProxyCommand /bin/sh {directory / 'proxy.sh'}",
                 "",
             ]
@@ -352,8 +409,8 @@ class Lab:
             self.ip(a, "link", "set", a_name, "up")
             self.ip(b, "link", "set", b_name, "up")
 
-    def _underlay(self, topology: Topology) -> None:
-        """The router's WAN segment (bridge ``wan``), each downstream's uplink, jail bridges."""
+    def _wan_segment(self, topology: Topology) -> None:
+        """The router's WAN segment (bridge ``wan``, with the gateways and the WAN upstreams)."""
         self.ip("inet", "link", "add", "wan", "type", "bridge")
         self.ip("inet", "link", "set", "wan", "up")
         for address in topology.inet_addresses[topology.router]:
@@ -370,11 +427,14 @@ class Lab:
                     *("addr", "add", f"{upstream.address}/{upstream.prefixlen}"),
                     *("dev", upstream.interface, "nodad"),
                 )
-        for name in topology.managed[1:]:
-            self._veth(name, topology.uplinks[name], "inet", f"u-{name}")
-        for name in topology.managed:
-            self._uplink_addresses(topology, name)
-        for name, interface in topology.lan.items():
+        self._uplink_addresses(topology, router)
+
+    def _downstream_uplink(self, topology: Topology, name: str) -> None:
+        """A managed downstream's uplink to its provider (in ``inet``), and its jails' LAN."""
+        self._veth(name, topology.uplinks[name], "inet", f"u-{name}")
+        self._uplink_addresses(topology, name)
+        if name in topology.lan:
+            interface = topology.lan[name]
             self._veth(name, interface, name, HIDDEN + interface)
 
     def _uplink_addresses(self, topology: Topology, name: str) -> None:
@@ -387,20 +447,23 @@ class Lab:
             family = "-6" if ":" in gateway else "-4"
             self.ip(name, family, "route", "replace", "default", "via", gateway)
 
-    def _tunnels(self, topology: Topology) -> None:
-        """A bridge per tunnel in ``inet``; the hosts' ends hidden until the deploy creates
-        them; an upstream's end configured as the upstream configured it."""
-        for link in topology.tunnels:
-            bridge, a, b = links.ports(asdict(link))
-            self.ip("inet", "link", "add", bridge, "type", "bridge")
-            self.ip("inet", "link", "set", bridge, "up")
-            self._veth(link.a.host, HIDDEN + link.a.interface, "inet", a, up=False)
-            self.ip("inet", "link", "set", a, "master", bridge)
-            if link.b is None:
-                continue  # an unmanaged site: the lab runs nothing behind it
-            far = link.b.interface if link.b_endpoints else HIDDEN + link.b.interface
-            self._veth(link.b.host, far, "inet", b, up=False)
-            self.ip("inet", "link", "set", b, "master", bridge)
+    def _link(self, link: dict[str, Any]) -> None:
+        """A tunnel's bridge in ``inet``; the hosts' ends hidden until the deploy creates them
+        (an upstream's end is configured by ``_upstream_tunnel_ends``)."""
+        bridge, a, b = links.ports(link)
+        self.ip("inet", "link", "add", bridge, "type", "bridge")
+        self.ip("inet", "link", "set", bridge, "up")
+        self._veth(link["a"]["host"], HIDDEN + link["a"]["interface"], "inet", a, up=False)
+        self.ip("inet", "link", "set", a, "master", bridge)
+        far = link["b"]
+        if far is None:
+            return  # an unmanaged site: the lab runs nothing behind it
+        name = far["interface"] if link["b_endpoints"] else HIDDEN + far["interface"]
+        self._veth(far["host"], name, "inet", b, up=False)
+        self.ip("inet", "link", "set", b, "master", bridge)
+
+    def _upstream_tunnel_ends(self, topology: Topology) -> None:
+        """An upstream's end of its tunnel, configured as the upstream configured it."""
         for upstream in topology.upstreams:
             if upstream.tunnel:
                 # Up first: Linux installs an address's routes only on an interface that is up.
@@ -413,6 +476,8 @@ class Lab:
 
     def _host(self, topology: Topology, name: str, state: dict[str, Any]) -> None:
         """A managed host: a fresh FreeBSD as far as the deploy can tell, with sshd running."""
+        self._host_key(topology, name)
+        state["hosts"][name] = {"dir": str(self.host_dir(name))}
         directory = self.host_dir(name)
         root = directory / "root"
         for sub in ("etc", "usr-local", "boot", "var-db"):
@@ -641,26 +706,20 @@ class Lab:
 
     # --- down ----------------------------------------------------------------------------------
 
-    def down(self) -> list[str]:
-        """Remove every namespace, link and process the lab made; also after a failed run.
-
-        Only what ``lab.json`` names: another lab's namespaces (``ownas-demo-*`` also starts
-        with ``ownas-``) and a directory that is not a lab are never touched."""
-        if not self.state_path.exists():
-            return []
-        _require_root()
-        state = self.state()
-        made = set(state.get("made", state["namespaces"].values()))  # (older labs: all named)
-        namespaces = sorted(n for n in _netns_names() if n in made)
+    def _end(self, namespaces: list[str]) -> None:
+        """End every process in the lab's ``namespaces`` and delete them, links first."""
+        killed = set()
         for namespace in namespaces:
             # Everything running in a lab namespace was started by the lab; each PID namespace
             # ends with its PID 1 (the unshare'd tasks.lab.init), which is among them.
             for pid in _run(["ip", "netns", "pids", namespace], check=False).stdout.split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
+                killed.add(int(pid))
         for child in self._children:
-            child.wait(timeout=10)
-        self._children.clear()
+            if child.pid in killed:
+                child.wait(timeout=10)
+        self._children = [c for c in self._children if c.pid not in killed]
         for namespace in namespaces:
             for _ in range(100):
                 if not _run(["ip", "netns", "pids", namespace], check=False).stdout.split():
@@ -672,6 +731,19 @@ class Lab:
                 if name not in ("lo", "lo0"):
                     _run(["ip", "-n", namespace, "link", "del", name], check=False)
             _run(["ip", "netns", "del", namespace], check=False)
+
+    def down(self) -> list[str]:
+        """Remove every namespace, link and process the lab made; also after a failed run.
+
+        Only what ``lab.json`` names: another lab's namespaces (``ownas-demo-*`` also starts
+        with ``ownas-``) and a directory that is not a lab are never touched."""
+        if not self.state_path.exists():
+            return []
+        _require_root()
+        state = self.state()
+        made = set(state.get("made", state["namespaces"].values()))  # (older labs: all named)
+        namespaces = sorted(n for n in _netns_names() if n in made)
+        self._end(namespaces)
         left = [n for n in _netns_names() if n in made]
         if left:
             raise LabError(f"namespaces {', '.join(left)} could not be removed")

@@ -77,8 +77,9 @@ def desired(lab: dict[str, Any], link: dict[str, Any]) -> bool:
 
 
 def ports(link: dict[str, Any]) -> tuple[str, str, str]:
-    """The bridge of a tunnel link in ``inet`` and its two ports (router's end, far end)."""
-    bridge = f"t{link['index']}"
+    """The bridge of a tunnel link in ``inet`` and its two ports (router's end, far end),
+    named after the router's interface, which adding or removing a downstream never renames."""
+    bridge = f"t{link['a']['interface']}"
     return bridge, bridge + "a", bridge + "b"
 
 

@@ -2,7 +2,8 @@
 
 One network namespace per managed host (router, managed downstreams) and per upstream, plus
 ``inet``: the Internet between them (the router's WAN segment on a bridge, each downstream's
-uplink). A tunnel is a bridge ``tN`` in ``inet`` joining one veth from each end; its ends are
+uplink). A tunnel is a bridge in ``inet``, named after the router's interface (``tgif0``),
+joining one veth from each end; its ends are
 made in advance under hidden names (``x`` + name) and take their FreeBSD names when the deploy
 creates the tunnel (``service netif start IF``); an upstream's end is ready from the start,
 configured as the upstream configured it. The lab cuts a tunnel at the bridge (the ``inet``
@@ -34,7 +35,6 @@ class TunnelLink:
     """Two veths and a bridge standing in for one tunnel; up only while both ends name each
     other."""
 
-    index: int  # bridge tN in inet; tNa and tNb its ports
     site: str  # the far end: an upstream or a downstream, managed or not
     a: TunnelEnd  # the router's end
     b: TunnelEnd | None  # the far end (None: an unmanaged site the lab does not run)
@@ -70,6 +70,8 @@ class Topology:
     paths: dict[str, list[int]] = field(default_factory=dict)  # sample prefix -> AS path behind
 
 
+# A downstream's provider network in the lab.
+PROVIDER_PREFIXLEN = 29
 # What the router accepts of the sample; every other kind is rejected.
 ACCEPTED = ("valid", "not_found")
 
@@ -126,7 +128,6 @@ def build(plan: Plan) -> Topology:
             address, prefixlen, peer = str(upstream.peer), 128, str(upstream.tunnel.address)
             tunnels.append(
                 TunnelLink(
-                    len(tunnels),
                     upstream.name,
                     TunnelEnd(router.name, interface),
                     TunnelEnd(upstream.name, interface),
@@ -154,7 +155,7 @@ def build(plan: Plan) -> Topology:
         tunnel = plan.tunnel_to(downstream)
         far = TunnelEnd(downstream.name, downstream.interface) if downstream.managed else None
         near = TunnelEnd(router.name, tunnel.interface)
-        tunnels.append(TunnelLink(len(tunnels), downstream.name, near, far))
+        tunnels.append(TunnelLink(downstream.name, near, far))
 
     topology = Topology(
         router=router.name,
@@ -178,15 +179,17 @@ def build(plan: Plan) -> Topology:
     for downstream in plan.network.downstreams:
         if not downstream.managed:
             continue
-        # The provider's network: a /24 around the VPS's address, the gateway its first host.
-        subnet = IPNetwork(f"{downstream.endpoint}/24")
+        # The provider's network: a /29 around the VPS's address (VPSs 8 addresses apart never
+        # share one), the gateway its first host.
+        length = PROVIDER_PREFIXLEN
+        subnet = IPNetwork(f"{downstream.endpoint}/{length}")
         gateway = IPAddress(subnet.first + 1)
         if gateway == downstream.endpoint:
             gateway = IPAddress(subnet.first + 2)
         topology.uplinks[downstream.name] = downstream.wan_interface
-        topology.wan[downstream.name] = [f"{downstream.endpoint}/24"]
+        topology.wan[downstream.name] = [f"{downstream.endpoint}/{length}"]
         topology.gateways[downstream.name] = [str(gateway)]
-        topology.inet_addresses[downstream.name] = [f"{gateway}/24"]
+        topology.inet_addresses[downstream.name] = [f"{gateway}/{length}"]
         if downstream.lan is not None:
             topology.lan[downstream.name] = downstream.lan.interface
     return topology
