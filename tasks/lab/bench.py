@@ -4,7 +4,9 @@ One table: each step's wall time, its ratio to ``pyinfra INV exec -- true`` on t
 measured in the same run (pyinfra's own floor: connect, one command, disconnect), and the
 commands each host ran, counted by the hosts' login shell (tasks.lab.lab, REMOTE_LOG), not
 by ownas. Steps: the first deploy, an unchanged rerun (with -y, and confirmed at pyinfra's
-prompt), a dry run, a one-line change of frr.conf (and its undoing), and moving a VPS.
+prompt), a dry run, a one-line change of frr.conf (and its undoing), and moving a VPS. Then a
+second table: the running lab grown to 1, 5, 10 and 20 managed downstreams, each deployed,
+rerun unchanged, and compared with ``exec -- true`` on as many hosts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.lab.lab import PROJECT, Lab
@@ -54,61 +57,129 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def downstreams(count: int) -> str:
+    """Python that adds ``count`` managed downstreams to the example inventory (vps01 is one):
+    each its own provider address, tunnel number and delegation."""
+    entries = [
+        (
+            f"vps{index + 2:02d}",
+            {
+                "ssh_hostname": f"192.0.2.{66 + 8 * index}",
+                "tunnel": 10 + index,
+                "delegate": f"2a06:9801:1c:{0x4000 + index:x}::/64",
+                "wan_interface": "vtnet0",
+            },
+        )
+        for index in range(count - 1)
+    ]
+    return f"\ndownstreams += {entries!r}\n"
+
+
+SCALE = (1, 5, 10, 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.lab.bench", description=__doc__)
     parser.add_argument("--dir", type=Path, default=PROJECT / ".lab-bench")
     parser.add_argument("--prefix", default="ownas-bench")
+    parser.add_argument(
+        "--scale", type=int, nargs="*", default=list(SCALE), help="downstream counts to deploy"
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="ownas-bench-"))
     shutil.copy(PROJECT / "inventory.py", work)
     shutil.copytree(PROJECT / "group_data", work / "group_data")
     inventory, routers = work / "inventory.py", work / "group_data/routers.py"
+    example = inventory.read_text()
     lab = Lab(args.dir, args.prefix)
     lab.down()
-    rows: list[tuple[str, float, dict[str, int]]] = []
+    rows: list[Row] = []
+    scale: list[tuple[int, Row, Row, Row]] = []
 
-    def step(label: str, run: Callable[[], float]) -> None:
-        before = {name: lab.remote_commands(name) for name in HOSTS}
+    def step(label: str, run: Callable[[], float]) -> Row:
+        hosts = list(lab.state()["hosts"])
+        before = {name: lab.remote_commands(name) for name in hosts}
         elapsed = run()
-        counts = {name: lab.remote_commands(name) - before[name] for name in HOSTS}
-        rows.append((label, elapsed, counts))
+        return Row(label, elapsed, {n: lab.remote_commands(n) - before[n] for n in hosts})
 
     deploy = ("deploy.py", "-y")
+    floor = ("exec", "--", "true")
     try:
         lab.up(inventory)
-        step("pyinfra INV exec -- true", lambda: _pyinfra(lab, "exec", "--", "true"))
-        step("first deploy", lambda: _pyinfra(lab, *deploy))
-        step("unchanged rerun (-y)", lambda: _pyinfra(lab, *deploy))
-        step("unchanged rerun, confirmed", lambda: _pyinfra(lab, "deploy.py", confirm=True))
-        step("dry run (--dry --diff)", lambda: _pyinfra(lab, "deploy.py", "--dry", "--diff"))
+        rows.append(step("pyinfra INV exec -- true", lambda: _pyinfra(lab, *floor)))
+        rows.append(step("first deploy", lambda: _pyinfra(lab, *deploy)))
+        rows.append(step("unchanged rerun (-y)", lambda: _pyinfra(lab, *deploy)))
+        rows.append(
+            step("unchanged rerun, confirmed", lambda: _pyinfra(lab, "deploy.py", confirm=True))
+        )
+        rows.append(
+            step("dry run (--dry --diff)", lambda: _pyinfra(lab, "deploy.py", "--dry", "--diff"))
+        )
         _edit(routers, '"prepend": 2', '"prepend": 3')
-        step("one-line frr.conf change", lambda: _pyinfra(lab, *deploy))
+        rows.append(step("one-line frr.conf change", lambda: _pyinfra(lab, *deploy)))
         _edit(routers, '"prepend": 3', '"prepend": 2')
-        step("...and back", lambda: _pyinfra(lab, *deploy))
+        rows.append(step("...and back", lambda: _pyinfra(lab, *deploy)))
         _edit(inventory, '"ssh_hostname": "203.0.113.10"', '"ssh_hostname": "203.0.113.99"')
         lab.up(inventory)  # the provider gives vps01 its new address
-        step("move a VPS", lambda: _pyinfra(lab, *deploy))
-        step("exec -- true, again", lambda: _pyinfra(lab, "exec", "--", "true"))
+        rows.append(step("move a VPS", lambda: _pyinfra(lab, *deploy)))
+        rows.append(step("exec -- true, again", lambda: _pyinfra(lab, *floor)))
+        for count in args.scale:
+            inventory.write_text(example + downstreams(count))
+            lab.up(inventory)  # the running lab adds (or removes) downstreams
+            added = step(f"deploy to {count}", lambda: _pyinfra(lab, *deploy))
+            rerun = step(f"rerun with {count}", lambda: _pyinfra(lab, *deploy))
+            scale.append((count, step("floor", lambda: _pyinfra(lab, *floor)), added, rerun))
     finally:
         lab.down()
         shutil.rmtree(work, ignore_errors=True)
     print(report(rows))
+    if scale:
+        print()
+        print(scale_report(scale))
     return 0
 
 
-def report(rows: list[tuple[str, float, dict[str, int]]]) -> str:
+@dataclass(frozen=True)
+class Row:
+    label: str
+    elapsed: float
+    commands: dict[str, int]  # per host
+
+
+def report(rows: list[Row]) -> str:
     """The table; the floor is the mean of the two ``exec -- true`` runs."""
-    floors = [elapsed for label, elapsed, _ in rows if "exec -- true" in label]
+    floors = [row.elapsed for row in rows if "exec -- true" in row.label]
     floor = sum(floors) / len(floors)
     header = f"{'step':<28} {'wall s':>7} {'x floor':>8} " + " ".join(
         f"{name + ' cmds':>14}" for name in HOSTS
     )
     lines = [header, "-" * len(header)]
-    for label, elapsed, counts in rows:
+    for row in rows:
         lines.append(
-            f"{label:<28} {elapsed:7.1f} {elapsed / floor:8.1f} "
-            + " ".join(f"{counts[name]:>14}" for name in HOSTS)
+            f"{row.label:<28} {row.elapsed:7.1f} {row.elapsed / floor:8.1f} "
+            + " ".join(f"{row.commands.get(name, 0):>14}" for name in HOSTS)
+        )
+    return "\n".join(lines)
+
+
+def scale_report(scale: list[tuple[int, Row, Row, Row]]) -> str:
+    """Per count of managed downstreams: ``exec -- true`` on every host, the deploy that brought
+    the lab to that count, an unchanged rerun (and its ratio to the floor and to the rerun with
+    one), and the commands of the rerun: the router's, and the most any downstream ran."""
+    header = (
+        f"{'downstreams':>11} {'floor s':>8} {'deploy s':>9} {'rerun s':>8} {'x floor':>8} "
+        f"{'x rerun(1)':>10} {'router cmds':>12} {'downstream cmds':>16}"
+    )
+    lines = [header, "-" * len(header)]
+    first = scale[0][3].elapsed
+    for count, floor, added, rerun in scale:
+        router = rerun.commands.get(HOSTS[0], 0)
+        most = max((n for name, n in rerun.commands.items() if name != HOSTS[0]), default=0)
+        lines.append(
+            f"{count:>11} {floor.elapsed:8.1f} {added.elapsed:9.1f} {rerun.elapsed:8.1f} "
+            f"{rerun.elapsed / floor.elapsed:8.1f} {rerun.elapsed / first:10.1f} "
+            f"{router:>12} {most:>16}"
         )
     return "\n".join(lines)
 
