@@ -318,8 +318,8 @@ class Lab:
         for name in (*ports, bridge):
             self.ip("inet", "link", "del", name, check=False)
         router = link["a"]
-        with links.locked(self.dir):
-            directory = Path(state["hosts"][router["host"]]["dir"])
+        directory = Path(state["hosts"][router["host"]]["dir"])
+        with links.locked(self.dir), links.locked(directory):
             record = links.load_state(directory)
             record["tunnels"].pop(router["interface"], None)
             links.save_state(directory, record)
@@ -661,6 +661,13 @@ class Lab:
         shell: what the host ran, not what the deploy thinks it sent)."""
         path = self.host_dir(name) / REMOTE_LOG
         return path.read_bytes().count(b"\0") if path.exists() else 0
+
+    def standin_seconds(self, name: str) -> float:
+        """How long host ``name``'s stand-ins for FreeBSD's commands have run so far: what
+        the lab adds to a deploy that FreeBSD's own commands (milliseconds each) would not."""
+        path = self.host_dir(name) / "log.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return sum(json.loads(line).get("s", 0) for line in lines)
 
     def stop_sshd(self, name: str) -> None:
         """Make host ``name`` unreachable over SSH (its sshd stops; everything else runs on)."""

@@ -22,9 +22,11 @@ HIDDEN = "x"  # prefix of a tunnel end that FreeBSD's ifconfig does not see yet
 
 
 @contextmanager
-def locked(lab: Path) -> Iterator[None]:
-    """One change to the lab's shared state at a time (hosts deploy in parallel)."""
-    with open(lab / "lab.lock", "w") as lock:
+def locked(directory: Path) -> Iterator[None]:
+    """One change at a time to what ``directory`` keeps: the lab's (its links, which every
+    host's tunnels change; hosts deploy in parallel), or one host's (its state.json). The
+    lab's lock first, when both."""
+    with open(directory / "lab.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 

@@ -19,8 +19,8 @@ equivalent it is applied, so that packets really flow:
 
 What has no equivalent is recorded in the host's state.json (pf enabled and the loaded rules,
 packages, kernel modules, the securelevel, FreeBSD-only tunnel settings), and every call goes
-to the host's log.jsonl (command, exit status), which the tests read. pf.conf is parsed by
-tasks.lab.pf, a strict stand-in for pfctl's parser.
+to the host's log.jsonl (command, exit status, seconds), which the tests and ``make bench``
+read. pf.conf is parsed by tasks.lab.pf, a strict stand-in for pfctl's parser.
 """
 
 from __future__ import annotations
@@ -1029,16 +1029,26 @@ COMMANDS = {
 }
 # What changes the state of a tunnel, and therefore its link.
 TUNNEL_COMMANDS = ("ifconfig", "service")
+# Stand-ins that change nothing the lab keeps (setfib's policy rule is the same each time).
+READ_ONLY = ("ping", "setfib")
 
 
 def main(argv: list[str]) -> int:
+    started = time.monotonic()
     command, args = argv[0], argv[1:]
     host = Host()
-    with links.locked(host.lab):
+    with contextlib.ExitStack() as locks:
+        # A command that changes tunnels changes the lab's links: the lab's lock, then the
+        # host's. A ping only reads (several run at once, as a check sends them).
+        if command in TUNNEL_COMMANDS:
+            locks.enter_context(links.locked(host.lab))
+        if command not in READ_ONLY:
+            locks.enter_context(links.locked(host.dir))
         host.state = links.load_state(host.dir)
         try:
             status = COMMANDS[command](host, args)
-            host.save()  # a refused command line records nothing of what it parsed so far
+            if command not in READ_ONLY:
+                host.save()  # a refused command line records nothing of what it parsed so far
         except Refused as refused:
             print(refused, file=sys.stderr)
             status = refused.status
@@ -1048,7 +1058,8 @@ def main(argv: list[str]) -> int:
         if command in TUNNEL_COMMANDS:
             links.reconcile(host.lab)
     with open(host.dir / "log.jsonl", "a") as log:
-        log.write(json.dumps({"command": [command, *args], "exit": status}) + "\n")
+        seconds = round(time.monotonic() - started, 3)
+        log.write(json.dumps({"command": [command, *args], "exit": status, "s": seconds}) + "\n")
     return status
 
 
