@@ -17,6 +17,7 @@ from pyinfra.facts.files import Sha256File
 from tasks import facts, freebsd
 from tasks.facts import (
     Read,
+    Reads,
     peer_lookups,
     peer_route_problems,
     pf_problems,
@@ -255,7 +256,7 @@ def probe_reads(plan: Plan, hp: HostPlan, pre: Preflight) -> tuple[Read, ...]:
         reads += [Read.of(facts.AdvertisedPrefixes, peer=p) for p in _upstream_peers(plan)]
         if plan.router.rpki is not None:
             reads += [Read.of(facts.RpkiState), Read.of(facts.RpkiInvalidAccepted)]
-    return tuple(reads)
+    return Reads(reads)
 
 
 _PF_READS = (
@@ -357,11 +358,13 @@ def gather_router_side(target: Any, plan: Plan, names: list[str]) -> dict[str, A
     tunnels = [plan.tunnel_to(plan.network.downstream(name)) for name in names]
     lookups = [(r.destination, r.fib) for r in hp.routes]
     lookups += [lookup for t in tunnels for lookup in peer_lookups(t)]
-    reads = (
-        Read.of(facts.Ifconfig),
-        *(Read.of(facts.RouteLookup, destination=d, fib=f) for d, f in dict.fromkeys(lookups)),
-        Read.of(Sha256File, path=freebsd.PF_CONF),
-        *_PF_READS,
+    reads = Reads(
+        (
+            Read.of(facts.Ifconfig),
+            *(Read.of(facts.RouteLookup, destination=d, fib=f) for d, f in dict.fromkeys(lookups)),
+            Read.of(Sha256File, path=freebsd.PF_CONF),
+            *_PF_READS,
+        )
     )
     answers = read_fact(target, facts.HostState, fail_host=False, reads=reads)
     return found_in(answers, reads) if answers else None

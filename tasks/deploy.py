@@ -101,13 +101,13 @@ def current(state: Any) -> Run:
     """The run's plan and every active host's pre-flight, computed once (while preparing)."""
     with _ONCE:
         cached = getattr(state, "_ownas_run", None)
-        if isinstance(cached, Refused):
+        if isinstance(cached, PyinfraError):
             raise cached
         if cached is None:
             try:
                 cached = _compute(state)
-            except Refused as refused:
-                state._ownas_run = refused
+            except PyinfraError as error:  # every host's deploy.py stops with the same line
+                state._ownas_run = error
                 raise
             state._ownas_run = cached
         return cached
@@ -125,10 +125,15 @@ def _compute(state: Any) -> Run:
     # Every host at once (pyinfra's pool for facts, --parallel wide): a run costs the slowest
     # host's read, not their sum.
     jobs = {
-        host_name(t): state.fact_pool.spawn(preflight.gather, t, reads[host_name(t)][0])
-        for t in targets
+        host_name(t): state.fact_pool.spawn(_gather, t, reads[host_name(t)][0]) for t in targets
     }
-    gevent.joinall(list(jobs.values()), raise_error=True)
+    gevent.joinall(list(jobs.values()))
+    unread = [name for name, job in jobs.items() if job.get() is None]
+    if unread:
+        _refuse(
+            [f"{name}: its state could not be read (the lines above say why)" for name in unread],
+            "in reading the hosts; nothing was changed on any host",
+        )
     preflights = {}
     for target in targets:
         name = host_name(target)
@@ -144,6 +149,15 @@ def _compute(state: Any) -> Run:
     if problems:
         _refuse(problems, "found by the pre-flight; nothing was changed on any host")
     return Run(plan, files, preflights)
+
+
+def _gather(target: Any, reads: Any) -> Any:
+    """One host's pre-flight read; None when it failed (pyinfra said why; with FAIL_PERCENT 0
+    it stops the run by raising, which is refused here in one line, without a traceback)."""
+    try:
+        return preflight.gather(target, reads)
+    except PyinfraError:
+        return None
 
 
 def _require_safety(state: Any) -> None:

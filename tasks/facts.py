@@ -669,6 +669,16 @@ class Read:
         return Read(fact, tuple(sorted(kwargs.items())))
 
 
+class Reads(tuple):
+    """The questions of one composite read; pyinfra prints a fact's arguments when the read
+    fails, and a few lines say more than every question in full."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} facts>"
+
+
 # A section's first line; the prefix is what the previous section printed without a newline.
 # The run's own token: nothing a host prints (a file shown with --diff, a description) can
 # pass for a section's start.

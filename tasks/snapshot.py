@@ -25,14 +25,14 @@ from pyinfra.facts.freebsd import PkgPackage, ServiceStatus
 from pyinfra.facts.server import Sysctl
 
 from tasks import facts, freebsd
-from tasks.facts import Read
+from tasks.facts import Read, Reads
 from tasks.model import host_name
 from tasks.plan import HostPlan, Plan
 
 # The sysctls the pre-flight and the operations read.
 SYSCTLS = ("kern.securelevel", "net.fibs", *freebsd.FORWARDING.values(), freebsd.RFC6204W3)
 
-Group = tuple[Read, ...]
+Group = Reads
 # By host name: what the run reads from it, in groups; by (host, group): the last answer, and
 # whether it was read while executing. A pyinfra run is one process, one run.
 _PLANNED: dict[str, tuple[Group, ...]] = {}
@@ -121,7 +121,7 @@ def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tupl
         *(Read.of(ServiceStatus, srvname=s) for s in ("pflog", *_validator(hp))),
     ]
     if hp.role == "downstream":
-        return (tuple(dict.fromkeys([*state_reads, Read.of(facts.ListeningSockets)])),)
+        return (Reads(dict.fromkeys([*state_reads, Read.of(facts.ListeningSockets)])),)
     state_reads += [Read.of(PkgPackage, package=p) for p in packages(hp)]
     state_reads += [Read.of(ServiceStatus, srvname="frr"), Read.of(facts.BgpdModules)]
     frr = [Read.of(facts.FrrPending, path=freebsd.FRR_CONF)]
@@ -132,7 +132,7 @@ def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tupl
             Read.of(facts.RpkiInvalidAccepted),
             Read.of(facts.PolicyCounts, peers=peers),
         ]
-    return tuple(dict.fromkeys(state_reads)), tuple(frr)
+    return Reads(dict.fromkeys(state_reads)), Reads(frr)
 
 
 # Files the pre-flight reads to know what an earlier deploy made, and the restore record.

@@ -275,6 +275,18 @@ def test_a_one_line_change_reads_each_host_a_few_times(lab: Lab) -> None:
         assert commands_of(log, name, reads_only=True) <= ceiling, name
 
 
+def test_a_host_whose_state_cannot_be_read_stops_the_run_in_one_line(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    lab.edit_world(lambda w: w.hosts["vps01"].fail.append("echo '@@ownas-"))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 1
+    assert "vps01: its state could not be read (the lines above say why)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "was not reached over SSH" not in result.stderr
+    assert max(len(line) for line in result.stderr.splitlines()) < 300
+    assert actions(log) == []
+
+
 def test_moving_a_vps_touches_its_tunnel_and_the_firewalls_only(lab: Lab) -> None:
     assert lab.deploy("-y")[0].returncode == 0
     host(lab.ref, "vps01")["ssh_hostname"] = "203.0.113.99"

@@ -91,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copy(PROJECT / "inventory.py", work)
     shutil.copytree(PROJECT / "group_data", work / "group_data")
     inventory, routers = work / "inventory.py", work / "group_data/routers.py"
-    example = inventory.read_text()
     lab = Lab(args.dir, args.prefix)
     lab.down()
     rows: list[Row] = []
@@ -130,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         lab.up(inventory)  # the provider gives vps01 its new address
         rows.append(step("move a VPS", lambda: _pyinfra(lab, *deploy)))
         rows.append(step("exec -- true, again", lambda: _pyinfra(lab, *floor)))
+        example = inventory.read_text()  # vps01 where it moved to
         for count in args.scale:
             inventory.write_text(example + downstreams(count))
             lab.up(inventory)  # the running lab adds (or removes) downstreams
@@ -186,7 +186,8 @@ def scale_report(scale: list[tuple[int, Row, Row, Row]]) -> str:
     any downstream ran."""
     header = (
         f"{'downstreams':>11} {'floor s':>8} {'deploy s':>9} {'rerun s':>8} {'x floor':>8} "
-        f"{'x rerun(1)':>10} {'rest x floor':>13} {'router cmds':>12} {'downstream cmds':>16}"
+        f"{f'x rerun({scale[0][0]})':>10} {'rest x floor':>13} {'router cmds':>12} "
+        f"{'downstream cmds':>16}"
     )
     lines = [header, "-" * len(header)]
     first = scale[0][3].elapsed

@@ -281,12 +281,19 @@ class Lab:
             if site in old["managed"]:
                 self._remove_host(site, state)
         for site in added:
-            if site in new["managed"]:
-                self._namespace(site, state)
-                self._downstream_uplink(topology, site)
-            self._link(after[site])
-            if site in new["managed"]:
-                self._host(topology, site, state)
+            try:
+                if site in new["managed"]:
+                    self._namespace(site, state)
+                    self._downstream_uplink(topology, site)
+                self._link(after[site])
+                if site in new["managed"]:
+                    self._host(topology, site, state)
+            except BaseException:
+                # Undone, so that the next `up` adds it again from nothing.
+                self._remove_link(state, after[site])
+                if site in state["namespaces"]:
+                    self._remove_host(site, state)
+                raise
         for name in kept:
             if old["wan"][name] != topology.wan[name]:
                 uplink = topology.uplinks[name]
@@ -306,10 +313,11 @@ class Lab:
         namespace = state["namespaces"].pop(name)
         self._end([namespace])
         state["made"].remove(namespace)
-        del state["hosts"][name], state["inits"][name]
+        state["hosts"].pop(name, None)
+        state["inits"].pop(name, None)
         self._save(state)
-        shutil.rmtree(self.host_dir(name))
-        shutil.rmtree(self.dir / "init" / name)
+        shutil.rmtree(self.host_dir(name), ignore_errors=True)
+        shutil.rmtree(self.dir / "init" / name, ignore_errors=True)
 
     def _remove_link(self, state: dict[str, Any], link: dict[str, Any]) -> None:
         """Delete a tunnel link's bridge and ports (each port's veth takes its far end with it,
