@@ -671,8 +671,9 @@ class Lab:
         return path.read_bytes().count(b"\0") if path.exists() else 0
 
     def standin_seconds(self, name: str) -> float:
-        """How long host ``name``'s stand-ins for FreeBSD's commands have run so far: what
-        the lab adds to a deploy that FreeBSD's own commands (milliseconds each) would not."""
+        """How long host ``name``'s stand-ins for FreeBSD's commands have run so far (each a
+        Python process, about 0.1 s): what the lab adds to a deploy that FreeBSD's own
+        commands (milliseconds each) would not."""
         path = self.host_dir(name) / "log.jsonl"
         lines = path.read_text().splitlines() if path.exists() else []
         return sum(json.loads(line).get("s", 0) for line in lines)
