@@ -670,13 +670,13 @@ class Lab:
         path = self.host_dir(name) / REMOTE_LOG
         return path.read_bytes().count(b"\0") if path.exists() else 0
 
-    def standin_seconds(self, name: str) -> float:
-        """How long host ``name``'s stand-ins for FreeBSD's commands have run so far (each a
-        Python process, about 0.1 s): what the lab adds to a deploy that FreeBSD's own
+    def standin_runs(self, name: str) -> list[tuple[float, float]]:
+        """When host ``name``'s stand-ins for FreeBSD's commands ran, (start, end) each: every
+        one a Python process of about 0.1 s, what the lab adds to a deploy that FreeBSD's own
         commands (milliseconds each) would not."""
         path = self.host_dir(name) / "log.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        return sum(json.loads(line).get("s", 0) for line in lines)
+        entries = [json.loads(line) for line in path.read_text().splitlines()]
+        return [(e["t"] - e["s"], e["t"]) for e in entries if "t" in e]
 
     def stop_sshd(self, name: str) -> None:
         """Make host ``name`` unreachable over SSH (its sshd stops; everything else runs on)."""

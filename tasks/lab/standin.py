@@ -19,8 +19,8 @@ equivalent it is applied, so that packets really flow:
 
 What has no equivalent is recorded in the host's state.json (pf enabled and the loaded rules,
 packages, kernel modules, the securelevel, FreeBSD-only tunnel settings), and every call goes
-to the host's log.jsonl (command, exit status, seconds), which the tests and ``make bench``
-read. pf.conf is parsed by tasks.lab.pf, a strict stand-in for pfctl's parser.
+to the host's log.jsonl (command, exit status, seconds, when it ended), which the tests and
+``make bench`` read. pf.conf is parsed by tasks.lab.pf, a strict stand-in for pfctl's parser.
 """
 
 from __future__ import annotations
@@ -1065,8 +1065,9 @@ def main(argv: list[str]) -> int:
         if command in TUNNEL_COMMANDS:
             links.reconcile(host.lab)
     with open(host.dir / "log.jsonl", "a") as log:
-        seconds = round(_running_for(), 3)
-        log.write(json.dumps({"command": [command, *args], "exit": status, "s": seconds}) + "\n")
+        seconds, ended = round(_running_for(), 3), round(time.time(), 3)
+        entry = {"command": [command, *args], "exit": status, "s": seconds, "t": ended}
+        log.write(json.dumps(entry) + "\n")
     return status
 
 
