@@ -275,7 +275,7 @@ def found_in(answers: dict[Read, Any], reads: tuple[Read, ...]) -> dict[str, Any
     """The snapshot ``evaluate`` judges, from the answers to ``reads``."""
 
     def get(fact: type, **kwargs: Any) -> Any:
-        return answers.get(Read.of(fact, **kwargs), fact.default())
+        return facts.answer(answers, fact, **kwargs)
 
     found: dict[str, Any] = {
         "ifconfig": get(facts.Ifconfig),
@@ -306,7 +306,8 @@ def _answers(
     fact: type, reads: tuple[Read, ...], answers: dict[Read, Any]
 ) -> list[tuple[dict[str, Any], Any]]:
     """Each question of ``fact`` among ``reads`` (its arguments), with its answer."""
-    return [(dict(r.kwargs), answers.get(r, fact.default())) for r in reads if r.fact is fact]
+    asked = [dict(r.kwargs) for r in reads if r.fact is fact]
+    return [(kwargs, facts.answer(answers, fact, **kwargs)) for kwargs in asked]
 
 
 def gather(plan: Plan, hp: HostPlan, pre: Preflight) -> dict[str, Any]:

@@ -285,7 +285,7 @@ def _apply(run: Run, name: str) -> None:
         operations.frr(
             content=files[freebsd.FRR_CONF],
             restart_bgpd=pre.restart_bgpd,
-            upstreams=tuple(str(u.peer) for u in plan.router.upstreams) if rpki else (),
+            upstreams=snapshot.validated_upstreams(plan),
             caches=tuple((str(c.address), c.port) for c in rtr_caches(rpki)) if rpki else (),
             name="Reload FRR",
         )

@@ -679,6 +679,11 @@ class Reads(tuple):
         return f"<{len(self)} facts>"
 
 
+def answer(answers: dict[Read, Any], fact: type[FactBase], **kwargs: Any) -> Any:
+    """What a composite read answered to ``fact`` with ``kwargs`` (its default if not asked)."""
+    return answers.get(Read.of(fact, **kwargs), fact.default())
+
+
 # A section's first line; the prefix is what the previous section printed without a newline.
 # The run's own token: nothing a host prints (a file shown with --diff, a description) can
 # pass for a section's start.

@@ -229,7 +229,7 @@ def tunnels(
             if tunnel.interface not in (deferred or ()):
                 commands.append(freebsd.netif_start(tunnel.interface))
             continue
-        if "fib" in drift or _misplaced(tunnel, interface):
+        if "fib" in drift or _misplaced(tunnel, drift):
             # SIOCSIFFIB only sets the FIB of what comes later: the routes of the addresses
             # it has stay in the old FIB. Re-create it from rc.conf, where `fib` comes first.
             commands += [freebsd.destroy(tunnel.interface), freebsd.netif_start(tunnel.interface)]
@@ -265,11 +265,10 @@ def tunnels(
     yield from _announce(commands)
 
 
-def _misplaced(tunnel: Tunnel, interface: Any) -> bool:
+def _misplaced(tunnel: Tunnel, drift: set[str]) -> bool:
     """A tunnel in its own FIB (a downstream's) whose inner pair is as planned but whose far
     end's route is not in that FIB: it was moved there after its addresses were set."""
-    inner = (str(tunnel.address), str(tunnel.peer), 128)
-    if not tunnel.fib or inner not in [tuple(entry) for entry in interface.inet6]:
+    if not tunnel.fib or "inner" in drift:
         return False
     found = {
         (destination, fib): read(RouteLookup, destination=destination, fib=fib)

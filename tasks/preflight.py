@@ -366,7 +366,7 @@ def found_in(answers: dict[Read, Any], hp: HostPlan, data: Any) -> dict[str, Any
     """Every fact ``evaluate`` needs, from a host's answers (``data``: its inventory data)."""
 
     def get(fact: type, **kwargs: Any) -> Any:
-        return answers.get(Read.of(fact, **kwargs), fact.default())
+        return facts.answer(answers, fact, **kwargs)
 
     found = {
         "uname": get(facts.Uname),

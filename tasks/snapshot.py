@@ -126,13 +126,20 @@ def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tupl
     state_reads += [Read.of(ServiceStatus, srvname="frr"), Read.of(facts.BgpdModules)]
     frr = [Read.of(facts.FrrPending, path=freebsd.FRR_CONF)]
     if plan.router.rpki is not None:
-        peers = tuple(str(u.peer) for u in plan.router.upstreams)
         frr += [
             Read.of(facts.RpkiState),
             Read.of(facts.RpkiInvalidAccepted),
-            Read.of(facts.PolicyCounts, peers=peers),
+            Read.of(facts.PolicyCounts, peers=validated_upstreams(plan)),
         ]
     return Reads(dict.fromkeys(state_reads)), Reads(frr)
+
+
+def validated_upstreams(plan: Plan) -> tuple[str, ...]:
+    """The peers whose inbound policy validates with RPKI (none without ``rpki``), as the FRR
+    operation is given them and as the policy counts are asked for them."""
+    if plan.router.rpki is None:
+        return ()
+    return tuple(str(u.peer) for u in plan.router.upstreams)
 
 
 # Files the pre-flight reads to know what an earlier deploy made, and the restore record.
