@@ -118,6 +118,13 @@ def _bgp(plan: Plan, found: dict[str, Any]) -> list[Finding]:
         label = f"{name}: BGP {upstream.name} ({peer}, AS{upstream.asn})"
         neighbor = found["bgp"].get(peer, {})
         state = neighbor.get("state") or "not configured"
+        if upstream.shutdown == "admin":
+            # Closed on purpose (shutdown: admin): bgpd keeps it Idle (bgp_vty.c, adminShutDown).
+            if not neighbor.get("admin_shutdown"):
+                findings.append(
+                    Finding(f"{label}: {state}, not administratively shut down", waitable=True)
+                )
+            continue
         if neighbor.get("over_limit"):
             findings.append(
                 Finding(

@@ -437,6 +437,11 @@ class BgpNeighbors(FactBase):
                     filter(None, (info.get("lastResetDueTo"), info.get("lastNotificationReason")))
                 ),
                 "over_limit": bool(info.get("prefixesConfigExceedMax", False)),
+                "admin_shutdown": bool(info.get("adminShutDown", False)),
+                # bgpTimerUpMsec: how long it has been Established (bgp_show_peer).
+                "up_seconds": int(info.get("bgpTimerUpMsec", 0)) // 1000
+                if info.get("bgpState") == "Established"
+                else None,
             }
             for peer, info in data.items()
             if isinstance(info, dict)

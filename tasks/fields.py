@@ -88,6 +88,15 @@ description = _matching(
     _DESCRIPTION, "a valid description (letters, digits and . _ : + -, no spaces, at most 64)"
 )
 
+# RFC 8203's shutdown communication (at most 128 octets of UTF-8; ASCII here), as FRR stores it:
+# bgp_vty.c joins the command's words with one space (argv_concat), so only single spaces
+# between words render the way `show running-config` prints them back.
+shutdown_message = _matching(
+    re.compile(r"^(?=.{1,128}$)[A-Za-z0-9.,:;_+/()@-]+( [A-Za-z0-9.,:;_+/()@-]+)*$"),
+    "a shutdown message (at most 128 letters, digits, spaces between words and . , : ; _ + / "
+    "( ) @ -)",
+)
+
 
 def ifconfig_options(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
@@ -280,6 +289,13 @@ def community(value: Any) -> tuple[int, int]:
     match = re.fullmatch(r"([0-9]{1,5}):([0-9]{1,5})", text)
     if not match or int(match[1]) > 65535 or int(match[2]) > 65535:
         raise ValueError(f"{text!r} is not a community (ASN:value, each 0-65535)")
+    if int(match[1]) in (0, 65535):
+        # RFC 1997 reserves 0:x and 65535:x; FRR prints the well-known ones by name
+        # (bgp_community.c), so a rendered number would never match the running config.
+        raise ValueError(
+            f"{text!r} is reserved (RFC 1997): for GRACEFUL_SHUTDOWN (65535:0) set "
+            "shutdown: 'graceful' on the upstream"
+        )
     return int(match[1]), int(match[2])
 
 

@@ -137,6 +137,9 @@ class UpstreamTunnel:
     mtu: int | None
 
 
+GRACEFUL_SHUTDOWN = (65535, 0)  # RFC 8326's well-known community
+
+
 @dataclass(frozen=True)
 class Upstream:
     name: str
@@ -149,6 +152,18 @@ class Upstream:
     prepend: int
     ttl_security: bool
     max_prefixes: int | None  # FRR's maximum-prefix: more accepted routes tear the session down
+    # Maintenance (README, "Draining an upstream"): "graceful" keeps the session and drains it
+    # (RFC 8326), "admin" closes it with ``shutdown_message`` (RFC 8203); None: normal service.
+    shutdown: str | None = None
+    shutdown_message: str = ""
+
+    @property
+    def outbound_communities(self) -> tuple[tuple[int, int], ...]:
+        """What the outbound route-map adds: the inventory's communities and, while drained,
+        GRACEFUL_SHUTDOWN (RFC 8326). FRR's ``neighbor X graceful-shutdown`` marks only what we
+        receive (bgpd/bgp_route.c, bgp_update); what we send needs the route-map."""
+        drained = (GRACEFUL_SHUTDOWN,) if self.shutdown == "graceful" else ()
+        return self.communities + drained
 
     @property
     def route_map(self) -> str:
@@ -304,7 +319,12 @@ UPSTREAM_FIELDS = (
     "prepend",
     "ttl_security",
     "max_prefixes",
+    "shutdown",
+    "shutdown_message",
 )
+SHUTDOWN_MODES = ("graceful", "admin")
+# What the upstream is told when ownas closes the session and no shutdown_message is given.
+SHUTDOWN_MESSAGE = "planned maintenance"
 UPSTREAM_TUNNEL_FIELDS = ("interface", "endpoint", "address", "mtu")
 DOWNSTREAM_FIELDS = ("endpoint", "tunnel", "delegate", "description", "mtu")
 MANAGED_FIELDS = (
@@ -402,6 +422,13 @@ def _read_upstream(raw: Any, index: int, router: str, problems: Problems) -> Ups
         )
         if tunnel.interface and not tunnel.interface.startswith(("gif", "gre")):
             problems.add(f"{t.where}.interface", f"{tunnel.interface!r} is not a gif or gre tunnel")
+    shutdown = f.optional("shutdown", fields.one_of(SHUTDOWN_MODES), None)
+    message = f.optional("shutdown_message", fields.shutdown_message, "")
+    if message and shutdown != "admin":
+        problems.add(
+            f"{where}.shutdown_message",
+            "is sent only when the session is closed: it needs shutdown: 'admin'",
+        )
     return Upstream(
         name=name,
         description=f.optional("description", fields.description, name),
@@ -415,6 +442,8 @@ def _read_upstream(raw: Any, index: int, router: str, problems: Problems) -> Ups
         prepend=f.optional("prepend", fields.integer(0, 10), 0),
         ttl_security=f.optional("ttl_security", fields.boolean, False),
         max_prefixes=f.optional("max_prefixes", fields.integer(1, MAX_PREFIXES), None),
+        shutdown=shutdown,
+        shutdown_message=message or (SHUTDOWN_MESSAGE if shutdown == "admin" else ""),
     )
 
 

@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from netaddr import IPAddress, IPNetwork
 
 from tasks import fields, freebsd
-from tasks.model import VALIDATOR_PORTS, Downstream, Service
+from tasks.model import GRACEFUL_SHUTDOWN, VALIDATOR_PORTS, Downstream, Service
 from tasks.plan import (
     MAX_PREFIX_RESTART,
     RPKI_ROUTE_MAP,
@@ -116,8 +116,12 @@ def service_rules(downstream: Downstream) -> list[ServiceRule]:
 
 
 def _communities(values: tuple[tuple[int, ...], ...]) -> str:
-    """Communities as FRR stores them: sorted numerically, so frr-reload sees no change."""
-    return " ".join(":".join(str(part) for part in value) for value in sorted(values))
+    """Communities as FRR stores them: sorted numerically, GRACEFUL_SHUTDOWN by its name
+    (bgpd/bgp_community.c, community_str), so frr-reload sees no change."""
+    return " ".join(
+        "graceful-shutdown" if value == GRACEFUL_SHUTDOWN else ":".join(map(str, value))
+        for value in sorted(values)
+    )
 
 
 def _pf_address(network: IPNetwork | IPAddress) -> str:

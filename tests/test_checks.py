@@ -221,6 +221,23 @@ def test_a_session_down_says_why_and_one_over_its_limit_is_not_waited_for(ref, p
     ]
 
 
+def test_an_admin_down_upstream_must_be_down_and_a_drained_one_established(ref, plan_for):
+    upstream(ref, "lagrange")["shutdown"] = "admin"
+    upstream(ref, "ifog")["shutdown"] = "graceful"
+    plan = plan_for(ref)
+    found = converged(plan, "router01")
+    found["bgp"]["2001:db8:100::ff"].update(state="Idle", admin_shutdown=True)
+    found["advertised"]["2001:db8:100::ff"] = []
+    assert evaluate(plan, plan.host("router01"), Preflight(), found) == []
+    found["bgp"]["2001:db8:100::ff"].update(state="Established", admin_shutdown=False)
+    found["bgp"]["2001:db8:300::1"]["state"] = "Active"
+    assert [f.line for f in evaluate(plan, plan.host("router01"), Preflight(), found)] == [
+        "router01: BGP ifog (2001:db8:300::1, AS34927): Active, not Established",
+        "router01: BGP lagrange (2001:db8:100::ff, AS209735): Established, not "
+        "administratively shut down",
+    ]
+
+
 def test_an_unconfigured_unmanaged_site_is_a_warning(plan):
     found = converged(plan, "router01")
     found["pings"][("2a06:9801:1c:ffff::4", None, 0)] = False

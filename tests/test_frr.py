@@ -129,3 +129,29 @@ def test_aspath_bogons_refuse_a_bogon_asn_anywhere_in_the_path_and_nothing_else(
     ]:
         assert not refused(path), path
     assert refused("209735 4200000000") and refused("4294967295") and refused("0 1299")
+
+
+def test_maintenance_is_written_as_frr_shows_it(ref, plan_for, tmp_path):
+    """shutdown: graceful drains iFog (GRACEFUL_SHUTDOWN on what we send it, FRR's per-neighbor
+    graceful-shutdown on what it sends us); shutdown: admin closes Lagrange with a message. In
+    the form bgp_vty.c (bgp_config_write_peer_global) and the route-map's community_str print
+    them back, so a rerun changes nothing; and vtysh accepts it."""
+    upstream(ref, "ifog")["shutdown"] = "graceful"
+    upstream(ref, "lagrange").update(shutdown="admin", shutdown_message="moving racks, see NOC-42")
+    path = tmp_path / "frr.conf"
+    path.write_text(render_host(plan_for(ref), "router01")["/usr/local/etc/frr/frr.conf"])
+    result = dryrun(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = path.read_text()
+    assert " set community 34927:9301 34927:9501 graceful-shutdown additive\n" in text
+    assert [line for line in text.splitlines() if "shutdown" in line and "neighbor" in line] == [
+        " neighbor 2001:db8:300::1 graceful-shutdown",
+        " neighbor 2001:db8:100::ff shutdown message moving racks, see NOC-42",
+    ]
+
+
+def test_a_drained_upstream_without_communities_gets_graceful_shutdown_alone(ref, plan_for):
+    upstream(ref, "lagrange")["shutdown"] = "graceful"
+    text = render_host(plan_for(ref), "router01")["/usr/local/etc/frr/frr.conf"]
+    block = text.split("route-map RM-LAGRANGE-OUT permit 10\n")[1].split("exit\n")[0]
+    assert " set community graceful-shutdown additive\n" in block

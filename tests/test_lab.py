@@ -290,6 +290,88 @@ def test_an_frr_that_holds_no_roas_is_brought_back_in_sync_by_the_deploy(lab: La
     assert established(status.gather(lab)) == before
 
 
+IFOG, LAGRANGE = "2001:db8:300::1", "2001:db8:100::ff"
+# Lagrange's BIRD sends this one marked GRACEFUL_SHUTDOWN (tasks/data/lab_sample.toml).
+MARKED = "2620:fe::/48"
+
+
+def paths_by_upstream(lab: Lab) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every accepted prefix's paths, by the peer that sent them."""
+    routes = vtysh_json(lab, "show bgp ipv6 unicast json")["routes"]
+    return {
+        prefix: {path["peerId"]: path for path in paths if "peerId" in path}
+        for prefix, paths in routes.items()
+        if prefix != PREFIX
+    }
+
+
+def best_from(paths: dict[str, dict[str, Any]]) -> str:
+    return next(peer for peer, path in paths.items() if path.get("bestpath"))
+
+
+def sessions(lab: Lab) -> dict[str, dict[str, Any]]:
+    return {s["upstream"]: s for s in status.gather(lab)["sessions"]}
+
+
+def drained_or_closed(lab: Lab, routers: Path, upstream: str, mode: str, line: str) -> str:
+    """Set ``shutdown: MODE`` on ``upstream``: the dry run shows ``line`` and changes nothing,
+    then the deploy applies it; returns the deploy's output."""
+    edit(routers, f'"name": "{upstream}",', f'"name": "{upstream}",\n        "shutdown": "{mode}",')
+    counts = {host: len(log(lab, host)) for host in ("router01", "vps01")}
+    dry = deploy(lab, "--dry", "--diff")
+    assert dry.returncode == 0, output(dry)
+    assert re.search(rf"\+\s+{re.escape(line)}\n", output(dry)), output(dry)
+    for host, count in counts.items():
+        assert actions(log(lab, host)[count:]) == [], host
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    return output(result)
+
+
+def test_draining_and_closing_an_upstream_touch_nothing_else(lab: Lab, inventory: Path) -> None:
+    """RFC 8326 in both directions on real FRR and BIRD: a route an upstream marks 65535:0 loses
+    to the other's; draining iFog marks what it receives from us and moves every path to
+    Lagrange, without a session reset; closing Lagrange leaves iFog untouched."""
+    routers = inventory.parent / "group_data" / "routers.py"
+    before = established(status.gather(lab))
+    marked = paths_by_upstream(lab)[MARKED]
+    assert marked[LAGRANGE]["locPrf"] == 0 and best_from(marked) == IFOG
+    with as_before(routers):
+        drained_or_closed(lab, routers, "ifog", "graceful", f"neighbor {IFOG} graceful-shutdown")
+
+        def drained() -> bool:
+            received = status.gather(lab)["received"]["ifog"]
+            return "65535:0" in received[0]["communities"]
+
+        assert wait_for(drained, 30)
+        for prefix, paths in paths_by_upstream(lab).items():
+            assert paths[IFOG]["locPrf"] == 0, prefix
+            if prefix != MARKED:
+                assert best_from(paths) == LAGRANGE, prefix
+        assert established(status.gather(lab)) == before
+    result = deploy(lab, "-y")  # undrained
+    assert result.returncode == 0, output(result)
+    assert wait_for(lambda: not drained(), 30)
+    assert "locPrf" not in paths_by_upstream(lab)["2606:4700::/32"][IFOG]
+    with as_before(routers):
+        drained_or_closed(
+            lab,
+            routers,
+            "lagrange",
+            "admin",
+            f"neighbor {LAGRANGE} shutdown message planned maintenance",
+        )
+        closed = sessions(lab)
+        assert closed["lagrange"]["router"] == "Idle"
+        assert closed["lagrange"]["upstream_state"] != "Established"
+        assert closed["ifog"]["connections_established"] == before["ifog"]
+        assert closed["ifog"]["router"] == "Established"
+    result = deploy(lab, "-y")  # open again
+    assert result.returncode == 0, output(result)
+    after = established(status.gather(lab))
+    assert after == {"ifog": before["ifog"], "lagrange": before["lagrange"] + 1}
+
+
 def test_a_dry_run_after_an_edit_shows_the_diff_and_changes_nothing(
     lab: Lab, inventory: Path
 ) -> None:

@@ -272,6 +272,45 @@ def test_malformed_community(ref, problems_for, community):
     )
 
 
+@pytest.mark.parametrize("community", ["65535:0", "65535:65281", "0:1"])
+def test_reserved_community(ref, problems_for, community):
+    upstream(ref, "ifog")["communities"] = [community]
+    assert (
+        f"router01.upstreams[ifog].communities: {community!r} is reserved (RFC 1997): for "
+        "GRACEFUL_SHUTDOWN (65535:0) set shutdown: 'graceful' on the upstream" in problems_for(ref)
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        (
+            {"shutdown": "drain"},
+            "router01.upstreams[lagrange].shutdown: 'drain' is not one of 'graceful', 'admin'",
+        ),
+        (
+            {"shutdown": "graceful", "shutdown_message": "back soon"},
+            "router01.upstreams[lagrange].shutdown_message: is sent only when the session is "
+            "closed: it needs shutdown: 'admin'",
+        ),
+        (
+            {"shutdown": "admin", "shutdown_message": "two  spaces"},
+            "router01.upstreams[lagrange].shutdown_message: 'two  spaces' is not a shutdown "
+            "message (at most 128 letters, digits, spaces between words and . , : ; _ + / ( ) @ -)",
+        ),
+    ],
+)
+def test_upstream_maintenance_fields(ref, problems_for, fields, line):
+    upstream(ref, "lagrange").update(fields)
+    assert line in problems_for(ref)
+
+
+def test_an_admin_shutdown_without_a_message_says_planned_maintenance(ref, plan_for):
+    upstream(ref, "lagrange")["shutdown"] = "admin"
+    lagrange = next(u for u in plan_for(ref).router.upstreams if u.name == "lagrange")
+    assert lagrange.shutdown_message == "planned maintenance"
+
+
 @pytest.mark.parametrize("community", ["34927:1", "34927:1:2:3", "4294967296:1:1"])
 def test_malformed_large_community(ref, problems_for, community):
     upstream(ref, "ifog")["large_communities"] = [community]

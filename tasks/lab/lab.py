@@ -35,7 +35,7 @@ from jinja2 import Environment
 from tasks.inventory import load_inventory
 from tasks.lab import debian13, links, running
 from tasks.lab.links import HIDDEN
-from tasks.lab.topology import Topology, Upstream, build, roas
+from tasks.lab.topology import Topology, Upstream, build, graceful_shutdown, roas
 from tasks.plan import Plan, load
 from tasks.render import environment
 
@@ -562,6 +562,7 @@ class Lab:
             upstream=upstream,
             sample=topology.sample,
             paths=topology.paths,
+            graceful_shutdown=graceful_shutdown(upstream.name),
             router=topology.router,
             asn=plan.network.asn,
         )

@@ -83,7 +83,14 @@ def _data() -> dict[str, Any]:
 
 def _sample() -> dict[str, Any]:
     """The announced routes by kind (the data without its ROAs)."""
-    return {kind: listed for kind, listed in _data().items() if kind != "roa"}
+    return {
+        kind: listed for kind, listed in _data().items() if kind not in ("roa", "graceful_shutdown")
+    }
+
+
+def graceful_shutdown(upstream: str) -> list[str]:
+    """The sample prefixes ``upstream`` sends marked GRACEFUL_SHUTDOWN."""
+    return list(_data().get("graceful_shutdown", {}).get(upstream, []))
 
 
 def roas() -> list[dict[str, Any]]:
