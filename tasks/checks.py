@@ -223,6 +223,8 @@ def pings(plan: Plan, hp: HostPlan, pre: Preflight) -> list[Ping]:
         peer, through = str(tunnel.peer), f"ping {tunnel.peer} through {tunnel.interface}"
         if hp.role == "router" and tunnel.role == "upstream":
             wanted.append(Ping((peer, None, 0), f"{name}: {through}"))
+        elif hp.role == "router" and plan.network.downstream(tunnel.far_end).pending:
+            continue  # not configured yet on its side (pending): nothing to answer
         elif hp.role == "router" and not _proven_from_far_end(plan, tunnel):
             wanted.append(
                 Ping(

@@ -1,6 +1,8 @@
-"""The ``ownas`` command: check the inventory, render every file, run the lab.
+"""The ``ownas`` command: check the inventory, render every file, report the network's state,
+run the lab.
 
-Exit status: 0 fine, 1 the inventory has problems (one line each on stderr), 2 usage.
+Exit status: 0 fine, 1 the inventory has problems (one line each on stderr), 2 usage; for
+``status``, 0 converged, 1 not, 2 a host could not be reached.
 """
 
 from __future__ import annotations
@@ -110,6 +112,28 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_report(args: argparse.Namespace, found: dict, text) -> int:
+    from tasks import status
+
+    if args.json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+    elif getattr(args, "markdown", False):
+        sys.stdout.write(status.markdown(found))
+    else:
+        sys.stdout.write(text(found))
+    return status.exit_status(found)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    # Imported here: it connects (pyinfra, SSH); check and render never do.
+    from tasks import status
+
+    inventory = load_inventory(args.inventory)
+    plan = load(inventory)
+    found = status.build(plan, status.read_hosts(inventory, plan, args.verbose), args.verbose)
+    return _print_report(args, found, status.text)
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     # Imported here: the lab is Linux-only and needs root; check and render need neither.
     from tasks.lab import status
@@ -121,11 +145,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
             inventory = lab.up(Path(args.inventory))
             print(f"lab up in {lab.dir}; deploy with:  pyinfra {inventory} deploy.py -y")
         elif args.action == "status":
-            found = status.gather(lab)
-            if args.json:
-                print(json.dumps(found, indent=2, sort_keys=True))
-            else:
-                sys.stdout.write(status.report(found))
+            if not lab.state_path.exists():
+                raise LabError(f"no lab in {lab.dir} (no lab.json): ownas lab up first")
+            return _print_report(args, status.gather(lab, args.verbose), status.text)
         elif not lab.state_path.exists():
             print(f"lab down: no lab in {lab.dir} (no lab.json); nothing removed")
         else:
@@ -167,6 +189,24 @@ def parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, help="directory; files go to DIR/<host>/<path>"
     )
     render.set_defaults(func=cmd_render)
+    report = with_inventory(
+        commands.add_parser(
+            "status",
+            help="read the hosts over SSH (nothing is changed) and report what the network does",
+            description="Read every managed host over SSH, as the inventory connects to it, and "
+            "report BGP sessions, what each upstream receives and what it sent that was "
+            "refused, RPKI, tunnels, pf and the planned routes, judged by the checks a deploy "
+            "ends with. Nothing is changed. Exit status: 0 converged, 1 not converged, 2 a host "
+            "could not be reached or read.",
+        )
+    )
+    layout = report.add_mutually_exclusive_group()
+    layout.add_argument("--json", action="store_true", help="the report as JSON (README: schema)")
+    layout.add_argument("--markdown", action="store_true", help="the report as Markdown tables")
+    report.add_argument(
+        "--verbose", "-v", action="store_true", help="list the prefixes, not only their counts"
+    )
+    report.set_defaults(func=cmd_status)
     lab = with_inventory(
         commands.add_parser(
             "lab",
@@ -180,12 +220,19 @@ def parser() -> argparse.ArgumentParser:
         "--prefix", default="ownas", help="prefix of the lab's namespace names (default: ownas)"
     )
     lab.add_argument("--json", action="store_true", help="status as JSON")
+    lab.add_argument("--verbose", "-v", action="store_true", help="status lists the prefixes")
     lab.set_defaults(func=cmd_lab)
     return main
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in ("status", "lab"):
+        # pyinfra's SSH runs in greenlets, which wait for the network in parallel only once
+        # the standard library is patched, as pyinfra's own command does first.
+        from gevent import monkey
+
+        monkey.patch_all()
     try:
         return args.func(args)
     except InventoryError as error:

@@ -584,6 +584,94 @@ class AdvertisedPrefixes(_Prefixes):
         return freebsd.advertised_routes(peer)
 
 
+class Announced(FactBase):
+    """Per prefix we send PEER: the AS path as it leaves (our AS first, which bgpd adds when it
+    sends, then the route-map's prepends) and the communities the route-map added."""
+
+    @override
+    @staticmethod
+    def default() -> list[dict[str, Any]]:
+        return []
+
+    def command(self, peer: str, asn: int) -> str:
+        self.asn = asn
+        return freebsd.announced(peer)
+
+    @override
+    def process(self, output: list[str]) -> list[dict[str, Any]]:
+        routes = []
+        for prefix, route in sorted(_json(output).get("advertisedRoutes", {}).items()):
+            path = (route.get("paths") or [{}])[0]
+            segments = path.get("aspath", {}).get("segments", [])
+            as_path = [self.asn] + [asn for s in segments for asn in s.get("list", [])]
+            routes.append(
+                {
+                    "prefix": prefix,
+                    "as_path": as_path,
+                    "communities": path.get("community", {}).get("list", []),
+                    "large_communities": path.get("largeCommunity", {}).get("list", []),
+                }
+            )
+        return routes
+
+
+class FilteredRoutes(FactBase):
+    """``filtered-routes json``: each route the inbound policy refuses now, with its AS path
+    (keyed under receivedRoutes, as FRR 10.3 prints it)."""
+
+    @override
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
+
+    def command(self, peer: str) -> str:
+        return freebsd.filtered_routes(peer)
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str]:
+        routes = _json(output).get("receivedRoutes", {})
+        return {prefix: route.get("path", "") for prefix, route in sorted(routes.items())}
+
+
+class AcceptedRoutes(_Prefixes):
+    """``show bgp ipv6 neighbors PEER routes json``: the prefixes accepted from PEER."""
+
+    key = "routes"
+
+    def command(self, peer: str) -> str:
+        return freebsd.accepted_routes(peer)
+
+
+class RoaTable(FactBase):
+    """The ROAs FRR validates with: prefix, prefixLenMin, prefixLenMax, asn."""
+
+    command = freebsd.ROA_TABLE
+
+    @override
+    @staticmethod
+    def default() -> list[dict[str, Any]]:
+        return []
+
+    @override
+    def process(self, output: list[str]) -> list[dict[str, Any]]:
+        return [r for r in _json(output).get("prefixes", []) if isinstance(r, dict)]
+
+
+class PfStates(FactBase):
+    """``pfctl -s info``: how many states pf holds (print_status in sbin/pfctl/pfctl_parser.c:
+    ``  current entries`` under ``State Table``); None without pf."""
+
+    command = freebsd.PF_INFO
+
+    @override
+    def process(self, output: list[str]) -> int | None:
+        for line in output:
+            words = line.split()
+            if words[:2] == ["current", "entries"] and len(words) > 2 and words[2].isdigit():
+                return int(words[2])
+        return None
+
+
 class FrrPending(FactBase):
     """``frr-reload.py --test FILE``: the lines a reload would delete and add (none: in sync)."""
 

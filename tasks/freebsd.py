@@ -244,6 +244,33 @@ def advertised_routes(peer: object) -> str:
     return f"vtysh -c 'show bgp ipv6 neighbors {peer} advertised-routes json' 2>/dev/null; true"
 
 
+def _vtysh_json(command: str) -> str:
+    return f"vtysh -c '{command} json' 2>/dev/null; true"
+
+
+def announced(peer: object) -> str:
+    """What PEER receives from us, after the outbound route-map: ``detail`` prints each route's
+    Adj-RIB-Out attributes (AS path without our own AS, which bgpd adds when it sends;
+    communities), bgpd/bgp_route.c show_adj_route (FRR 10.3, seen in the lab)."""
+    return _vtysh_json(f"show bgp ipv6 neighbors {peer} advertised-routes detail")
+
+
+def filtered_routes(peer: object) -> str:
+    """What the inbound policy refuses of what PEER sent (Adj-RIB-In, soft-reconfiguration
+    inbound), judged now, each with its AS path."""
+    return _vtysh_json(f"show bgp ipv6 neighbors {peer} filtered-routes")
+
+
+def accepted_routes(peer: object) -> str:
+    """The routes from PEER the policy accepted (in the BGP table)."""
+    return _vtysh_json(f"show bgp ipv6 neighbors {peer} routes")
+
+
+# The ROAs FRR validates with (bgpd/bgp_rpki.c, show rpki prefix-table json: prefix,
+# prefixLenMin, prefixLenMax, asn).
+ROA_TABLE = _vtysh_json("show rpki prefix-table")
+
+
 def frr_pending(path: str) -> str:
     """What frr-reload.py would change in the running FRR to match ``path`` (nothing: empty)."""
     return f"{FRR_RELOAD} --test --confdir {FRR_CONFDIR} --rundir {FRR_RUNDIR} {q(path)}"

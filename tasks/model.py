@@ -252,6 +252,9 @@ class Downstream:
     delegate: IPNetwork
     description: str
     mtu: int | None
+    # An unmanaged site whose side is not configured yet: the router's side is, and its
+    # unanswered ping is not a warning on every run (README, "Adding a downstream").
+    pending: bool = False
     # Only for managed (FreeBSD) downstreams:
     interface: str = "gif0"
     fib: int = 1
@@ -339,7 +342,7 @@ MANAGED_FIELDS = (
     "services",
     "may_close",
 )
-UNMANAGED_FIELDS = ("name", "platform", *DOWNSTREAM_FIELDS)
+UNMANAGED_FIELDS = ("name", "platform", "pending", *DOWNSTREAM_FIELDS)
 LAN_FIELDS = ("interface", "nat", "provider", "jails")
 SERVICE_FIELDS = ("proto", "port", "to", "from")
 # wan_ipv6_gateway's word for "from router advertisements".
@@ -543,7 +546,7 @@ def _read_downstream(
         "mtu": f.optional("mtu", TUNNEL_MTU),
     }
     if not managed:
-        return Downstream(**common)
+        return Downstream(**common, pending=f.optional("pending", fields.boolean, False))
     lan = None
     lan_fields = f.nested("lan", LAN_FIELDS, required=False)
     if lan_fields is not None:

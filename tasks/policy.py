@@ -5,7 +5,9 @@ range of AS numbers into one."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from netaddr import IPNetwork
 
@@ -125,3 +127,80 @@ def _digits(first: int, last: int) -> str:
 
 def _any_digits(count: int) -> str:
     return "" if count == 0 else "[0-9]" if count == 1 else f"[0-9]{{{count}}}"
+
+
+# --- why a route was refused ----------------------------------------------------------------
+
+# The reasons ``rejection`` gives, in the order FRR applies the inbound policy (bgpd/bgp_route.c:
+# bgp_input_filter, prefix-list then filter-list; then bgp_input_modifier, the route-map).
+REASONS = (
+    "default",
+    "too short",
+    "bogon",
+    "own",
+    "too long",
+    "bogon ASN",
+    "RPKI invalid (origin)",
+    "RPKI invalid (maxLength)",
+    "other",
+)
+
+
+def _matches(entry: PrefixListEntry, prefix: IPNetwork) -> bool:
+    """Whether a prefix-list entry matches ``prefix`` (exact, or within it with le/ge)."""
+    if prefix not in entry.prefix and prefix != entry.prefix:
+        return False
+    if not entry.length:
+        return prefix == entry.prefix
+    word, length = entry.length.split()
+    if word == "le":
+        return entry.prefix.prefixlen <= prefix.prefixlen <= int(length)
+    return prefix.prefixlen >= int(length)
+
+
+def rejection(network: Network, prefix: str, path: str, roas: list[dict[str, Any]]) -> str:
+    """Why the inbound policy refuses ``prefix`` (with AS ``path``), one of ``REASONS``: PL-BOGONS
+    and ASPATH-BOGONS judged as FRR does, then route origin validation against ``roas``. FRR
+    itself says only that a route was filtered, not by what."""
+    route = IPNetwork(prefix)
+    if route.prefixlen == 0:
+        return "default"
+    entry = next((e for e in bogon_filter(network) if _matches(e, route)), None)
+    if entry is not None and entry.action == "deny":
+        if entry.prefix == network.prefix and not entry.length:
+            return "own"
+        if entry.length.startswith(" ge"):
+            return "too long"
+        if entry.prefix.prefixlen == 0:
+            return "too short"
+        return "bogon"
+    data = fields.bogons()
+    asns = [int(word) for word in path.split() if word.isdigit()]
+    if any(first <= asn <= last for asn in asns for first, last, _ in data.asn_ranges):
+        return "bogon ASN"
+    validity = origin_validation(prefix, path, roas)
+    return validity if validity.startswith("RPKI invalid") else "other"
+
+
+def origin_validation(prefix: str, path: str, roas: list[dict[str, Any]]) -> str:
+    """RFC 6811 route origin validation of ``prefix`` (its origin: the last AS of ``path``)
+    against ``roas`` as FRR holds them (show rpki prefix-table: prefix, prefixLenMin,
+    prefixLenMax, asn): "valid", "not found", or why it is invalid."""
+    network = ipaddress.ip_network(prefix)
+    words = path.split()
+    origin = int(words[-1]) if words and words[-1].isdigit() else None
+    covering = [
+        roa
+        for roa in roas
+        if network.version == ipaddress.ip_address(roa["prefix"]).version
+        and network.subnet_of(ipaddress.ip_network(f"{roa['prefix']}/{roa['prefixLenMin']}"))
+    ]
+    if not covering:
+        return "not found"
+    if any(roa["asn"] != 0 and roa["asn"] == origin for roa in covering):
+        if any(
+            roa["asn"] == origin and network.prefixlen <= roa["prefixLenMax"] for roa in covering
+        ):
+            return "valid"
+        return "RPKI invalid (maxLength)"
+    return "RPKI invalid (origin)"

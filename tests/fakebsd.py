@@ -288,7 +288,13 @@ class Machine:
         if "pf" not in self.host.modules:
             return self.ok()
         state = "Enabled" if self.host.pf_enabled else "Disabled"
-        return self.ok(f"Status: {state} for 0 days 00:10:00".ljust(44) + "Debug: Urgent", "")
+        # sbin/pfctl/pfctl_parser.c print_status
+        return self.ok(
+            f"{f'Status: {state} for 0 days 00:10:00':<44}{'Debug: Urgent':>15}",
+            "",
+            f"{'State Table':<27} {'Total':>14} {'Rate':>16}",
+            f"  {'current entries':<25} {len(self.host.pf_loaded):>14} {'':>14}",
+        )
 
     def pf_shown(self):
         return self.ok(*self.host.pf_loaded)
@@ -925,6 +931,13 @@ def main(argv: list[str]) -> int:
     world_path = Path(argv[0])
     world = World.load(world_path)
     _install(world)
+    if argv[1] == "--ownas":  # the ownas command (ownas status) against the world
+        from tasks.cli import main as ownas_main
+
+        try:
+            return ownas_main(argv[2:])
+        finally:
+            world.save(world_path)
     from pyinfra_cli.main import main as pyinfra_main
 
     sys.argv = ["pyinfra", *argv[2:]]

@@ -80,6 +80,13 @@ class Lab:
 
     def deploy(self, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         """Run `pyinfra inventory.py deploy.py ARGS`; return the result and the commands run."""
+        return self._run("deploy.py", *args)
+
+    def ownas(self, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+        """Run `ownas ARGS -i inventory.py` against the world."""
+        return self._run("--ownas", *args)
+
+    def _run(self, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         self.runs += 1
         inventory_dir = self.directory / f"run{self.runs}"
         data = {**self.ref, "inventory": {}}
@@ -95,10 +102,11 @@ class Lab:
                 "-m",
                 "tests.fakebsd",
                 str(self.world_path),
-                "--",
-                str(inventory),
-                "deploy.py",
-                *args,
+                *(
+                    ["--ownas", *args[1:], "-i", str(inventory)]
+                    if args[0] == "--ownas"
+                    else ["--", str(inventory), *args]
+                ),
             ],
             cwd=ROOT,
             capture_output=True,
@@ -712,3 +720,51 @@ def test_a_reload_with_rpki_judges_again_once_in_sync(lab: Lab) -> None:
     commands = actions(log, "router01")
     reload = commands.index(freebsd.frr_reload())
     assert commands[reload + 1] == freebsd.RPKI_SETTLE
+
+
+# --- ownas status ------------------------------------------------------------------------------
+
+
+def test_status_reads_each_host_once_and_changes_nothing(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    result, log = lab.ownas("status", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["schema"] == "ownas-status/1" and report["converged"]
+    assert [(h["name"], h["reached"]) for h in report["hosts"]] == [
+        ("router01", True),
+        ("vps01", True),
+    ]
+    assert actions(log) == []
+    # One composite read per host; ping(8) runs in it.
+    assert {name: commands_of(log, name) for name in ("router01", "vps01")} == {
+        "router01": 1,
+        "vps01": 1,
+    }
+    assert [s["upstream"] for s in report["sessions"]] == ["ifog", "lagrange"]
+    assert all(s["state"] == "Established" for s in report["sessions"])
+    assert {p["host"]: (p["enabled"], p["in_sync"]) for p in report["pf"]} == {
+        "router01": (True, True),
+        "vps01": (True, True),
+    }
+    assert all(r["present"] for r in report["routes"])
+    assert [f["line"] for f in report["findings"] if not f["warning"]] == []
+
+
+def test_status_exit_status_follows_the_network(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    lab.edit_world(lambda w: setattr(w.hosts["vps01"], "pf_enabled", False))
+    result, _ = lab.ownas("status")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("AS201379 2a06:9801:1c::/48: not converged: 1 problem\n")
+    assert "\n  problem  vps01: pf is not enabled\n" in result.stdout
+    result, _ = lab.ownas("status", "--markdown")
+    assert result.returncode == 1
+    assert "| problem | vps01: pf is not enabled |" in result.stdout
+    lab.edit_world(lambda w: w.hosts["vps01"].fail.append("echo '@@ownas-"))
+    result, _ = lab.ownas("status", "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    vps01 = next(h for h in report["hosts"] if h["name"] == "vps01")
+    assert not vps01["reached"] and vps01["error"]
+    assert "Traceback" not in result.stderr

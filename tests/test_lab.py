@@ -29,6 +29,7 @@ from tasks.lab.topology import ACCEPTED
 from tests.inventories import ROOT
 
 PREFIX = "2a06:9801:1c::/48"
+IFOG, LAGRANGE = "2001:db8:300::1", "2001:db8:100::ff"
 VPS_ADDRESS = "2a06:9801:1c:1000::1"  # vps01's own address in its delegation (lo0)
 # Stand-in commands that change a host; everything else they answer only reads.
 ACTIONS = re.compile(
@@ -97,11 +98,18 @@ def files(lab: Lab) -> dict[str, str]:
 
 
 def established(found: dict[str, Any]) -> dict[str, int]:
-    """connectionsEstablished per upstream, every session required to be Established."""
+    """connectionsEstablished per upstream, every session required to be Established on both
+    sides (the router's, and each upstream's BIRD)."""
     for session in found["sessions"]:
-        assert session["router"] == "Established", session
-        assert session["upstream_state"] == "Established", session
+        assert session["state"] == "Established", session
+    for upstream in found["lab"]["upstreams"]:
+        assert upstream["state"] == "Established", upstream
     return {s["upstream"]: s["connections_established"] for s in found["sessions"]}
+
+
+def received(found: dict[str, Any], upstream: str) -> list[dict[str, Any]]:
+    """What ``upstream`` receives from the router, as its BIRD sees it."""
+    return next(u["received"] for u in found["lab"]["upstreams"] if u["upstream"] == upstream)
 
 
 def ping_from_upstream(lab: Lab, upstream: str, address: str) -> bool:
@@ -136,35 +144,47 @@ def as_before(path: Path) -> Iterator[None]:
 def test_the_first_deploy_converges(lab: Lab) -> None:
     result = deploy(lab, "-y")
     assert result.returncode == 0, output(result)
-    found = status.gather(lab)
+    found = status.gather(lab, verbose=True)
     assert set(established(found)) == {"ifog", "lagrange"}
+    assert found["converged"] and status.network_status.exit_status(found) == 0
 
-    ifog = {r["prefix"]: r for r in found["received"]["ifog"]}
+    ifog = {r["prefix"]: r for r in received(found, "ifog")}
     assert list(ifog) == [PREFIX]
     assert ifog[PREFIX]["communities"] == ["34927:9301", "34927:9501"]
     assert ifog[PREFIX]["as_path"] == [201379]
-    lagrange = {r["prefix"]: r for r in found["received"]["lagrange"]}
+    lagrange = {r["prefix"]: r for r in received(found, "lagrange")}
     assert list(lagrange) == [PREFIX]
     assert lagrange[PREFIX]["as_path"] == [201379, 201379, 201379]
+    # The report says from FRR's side what each BIRD received.
+    for upstream in ("ifog", "lagrange"):
+        announced = [
+            {k: v for k, v in r.items() if k != "upstream"}
+            for r in found["announced"]
+            if r["upstream"] == upstream
+        ]
+        assert announced == received(found, upstream), upstream
 
     # Accepted: RPKI valid and not found; rejected: bogons, bogon ASNs, too long or short, the
-    # default, RPKI invalid (by origin, by maxLength).
-    sample = found["sample"]
+    # default, our own prefix, RPKI invalid (by origin, by maxLength), each for its reason.
+    sample = found["lab"]["sample"]
     valid = {p for kind in ACCEPTED for p in sample[kind]}
-    refused = {p for kind in sample if kind not in (*ACCEPTED, "own") for p in sample[kind]}
     assert {"rpki_invalid_origin", "rpki_invalid_length", "bogon_asn"} <= set(sample)
-    for upstream, seen in found["filtering"].items():
-        assert valid | refused <= set(seen["received"]), upstream
-        assert set(seen["accepted"]) == valid, upstream
-        assert refused <= set(seen["rejected"]), upstream
-        assert PREFIX not in seen["accepted"], upstream
+    reasons = {
+        status.SAMPLE_REASONS[kind]: sorted(sample[kind]) for kind in sample if kind not in ACCEPTED
+    }
+    for seen in found["filtering"]:
+        assert seen["received"] == sum(len(p) for p in sample.values()), seen
+        assert set(seen["accepted_prefixes"]) == valid, seen
+        assert seen["accepted"] == len(valid), seen
+        assert seen["rejected_by_reason"] == reasons, seen
 
     assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
     assert ping_from_upstream(lab, "lagrange", VPS_ADDRESS)
-    assert {t["interface"]: t["up"] for t in found["tunnels"] if t["in_lab"]} == {
+    assert {t["interface"]: t["up"] for t in found["lab"]["links"] if t["in_lab"]} == {
         "gre0": True,
         "gif0": True,
     }
+    assert all(t["up"] and not t["drift"] for t in found["tunnels"]), found["tunnels"]
 
 
 def test_a_second_run_changes_nothing_and_resets_no_session(lab: Lab) -> None:
@@ -210,22 +230,27 @@ def roa_table(lab: Lab) -> set[tuple[str, int]]:
 def test_rpki_rejects_exactly_the_invalid_routes(lab: Lab) -> None:
     """Valid and not found pass, invalid by origin and by maxLength do not; the router's own
     routinator (stayrtr in its place) is the cache FRR asks first."""
-    found = status.gather(lab)
-    for upstream, seen in found["filtering"].items():
-        assert seen["rpki"] == {
-            "valid": 3,
-            "not_found": 2,
-            "invalid_accepted": 0,
-            # the two RPKI kinds, and the two too-long routes inside Google's and Cloudflare's
-            # ROAs (maxLength 48), which are refused for their length as well
-            "invalid_rejected": 4,
-        }, upstream
+    found = status.gather(lab, verbose=True)
+    sample = found["lab"]["sample"]
+    for seen in found["filtering"]:
         for kind in ("rpki_invalid_origin", "rpki_invalid_length"):
-            assert set(found["sample"][kind]) <= set(seen["rejected"])
-    caches = {c["cache"]: c for c in found["rpki"]}
-    assert caches["127.0.0.1 3323"]["state"] == "connected"
-    assert caches["127.0.0.1 3323"]["lab"] == "stayrtr on router01 in place of routinator"
-    assert "RPKI invalid (origin):" in status.report(found)
+            reason = status.SAMPLE_REASONS[kind]
+            assert seen["rejected_by_reason"][reason] == sorted(sample[kind]), seen
+    # FRR's own validation state of what it accepted, per upstream: 3 valid, 2 not found.
+    states: dict[str, list[str]] = {}
+    for paths in vtysh_json(lab, "show bgp ipv6 unicast json")["routes"].values():
+        for path in paths:
+            if "peerId" in path:
+                flag = next(k for k in path if k.startswith("rpki"))
+                states.setdefault(path["peerId"], []).append(flag)
+    for peer in (IFOG, LAGRANGE):
+        assert sorted(states[peer]) == ["rpkiNotFound"] * 2 + ["rpkiValid"] * 3, peer
+    assert found["rpki"]["invalid_accepted"] == []
+    caches = {c["cache"]: c for c in found["rpki"]["caches"]}
+    assert caches["127.0.0.1 3323"]["in_sync"]
+    stand_ins = {c["cache"]: c["stand_in"] for c in found["lab"]["caches"]}
+    assert stand_ins["127.0.0.1 3323"] == "stayrtr on router01 in place of routinator"
+    assert "RPKI invalid (origin) 1: 2a0b:4340::/32" in status.text(found)
 
 
 def test_a_roa_change_is_applied_by_the_next_deploy_without_a_session_reset(
@@ -290,7 +315,6 @@ def test_an_frr_that_holds_no_roas_is_brought_back_in_sync_by_the_deploy(lab: La
     assert established(status.gather(lab)) == before
 
 
-IFOG, LAGRANGE = "2001:db8:300::1", "2001:db8:100::ff"
 # Lagrange's BIRD sends this one marked GRACEFUL_SHUTDOWN (tasks/data/lab_sample.toml).
 MARKED = "2620:fe::/48"
 
@@ -310,7 +334,10 @@ def best_from(paths: dict[str, dict[str, Any]]) -> str:
 
 
 def sessions(lab: Lab) -> dict[str, dict[str, Any]]:
-    return {s["upstream"]: s for s in status.gather(lab)["sessions"]}
+    """Each session as the router and the upstream's BIRD see it."""
+    found = status.gather(lab)
+    bird = {u["upstream"]: u["state"] for u in found["lab"]["upstreams"]}
+    return {s["upstream"]: {**s, "upstream_state": bird[s["upstream"]]} for s in found["sessions"]}
 
 
 def drained_or_closed(lab: Lab, routers: Path, upstream: str, mode: str, line: str) -> str:
@@ -340,8 +367,7 @@ def test_draining_and_closing_an_upstream_touch_nothing_else(lab: Lab, inventory
         drained_or_closed(lab, routers, "ifog", "graceful", f"neighbor {IFOG} graceful-shutdown")
 
         def drained() -> bool:
-            received = status.gather(lab)["received"]["ifog"]
-            return "65535:0" in received[0]["communities"]
+            return "65535:0" in received(status.gather(lab), "ifog")[0]["communities"]
 
         assert wait_for(drained, 30)
         for prefix, paths in paths_by_upstream(lab).items():
@@ -362,10 +388,11 @@ def test_draining_and_closing_an_upstream_touch_nothing_else(lab: Lab, inventory
             f"neighbor {LAGRANGE} shutdown message planned maintenance",
         )
         closed = sessions(lab)
-        assert closed["lagrange"]["router"] == "Idle"
+        assert closed["lagrange"]["state"] == "Idle"
+        assert closed["lagrange"]["maintenance"] == "admin"
         assert closed["lagrange"]["upstream_state"] != "Established"
         assert closed["ifog"]["connections_established"] == before["ifog"]
-        assert closed["ifog"]["router"] == "Established"
+        assert closed["ifog"]["state"] == "Established"
     result = deploy(lab, "-y")  # open again
     assert result.returncode == 0, output(result)
     after = established(status.gather(lab))
@@ -389,7 +416,7 @@ def test_a_dry_run_after_an_edit_shows_the_diff_and_changes_nothing(
     for host, count in counts.items():
         assert actions(log(lab, host)[count:]) == [], host
     assert files(lab) == hashes
-    lagrange = status.gather(lab)["received"]["lagrange"]
+    lagrange = received(status.gather(lab), "lagrange")
     assert lagrange[0]["as_path"] == [201379, 201379, 201379]
 
 
@@ -419,8 +446,10 @@ def test_moving_the_vps_reconverges_without_resetting_anything_else(
     ]
     assert not [c for c in router if "gre0" in c or "gif1" in c]
     found = status.gather(lab)
-    gif0 = next(t for t in found["tunnels"] if t["interface"] == "gif0")
-    assert gif0["up"] and gif0["far_endpoints"] == ["203.0.113.77", "198.51.100.10"]
+    ends = {(t["host"], t["interface"]): t for t in found["tunnels"]}
+    assert ends["vps01", "gif0"]["endpoints"] == ["203.0.113.77", "198.51.100.10"]
+    assert ends["router01", "gif0"]["endpoints"] == ["198.51.100.10", "203.0.113.77"]
+    assert ends["vps01", "gif0"]["up"] and not ends["router01", "gif0"]["drift"]
     assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
     assert established(found) == before
     after = subprocess.run(

@@ -553,8 +553,11 @@ def pfctl(host: Host, args: list[str]) -> int:
         raise Refused("pfctl: /dev/pf: No such file or directory")
     if args == ["-s", "info"]:
         status = "Enabled" if pf_state["enabled"] else "Disabled"
-        print(f"Status: {status} for 0 days 00:01:00".ljust(44) + "Debug: Urgent")
+        # As sbin/pfctl/pfctl_parser.c print_status prints it; the stand-in keeps no states.
+        print(f"{f'Status: {status} for 0 days 00:01:00':<44}{'Debug: Urgent':>15}")
         print("")
+        print(f"{'State Table':<27} {'Total':>14} {'Rate':>16}")
+        print(f"  {'current entries':<25} {0:>14} {'':>14}")
         return 0
     if args == ["-sr"]:
         print("\n".join(pf_state["rules"]))

@@ -1,32 +1,19 @@
-"""``ownas lab status``: what the lab's network is doing, read from the daemons themselves.
-
-BGP sessions as both sides see them (FRR on the router, BIRD in each upstream), what each
-upstream receives from the router (prefix, AS path, communities, from BIRD), what the router
-accepted and rejected of what each upstream sent (FRR's received-routes, kept by
-``soft-reconfiguration inbound``, against its accepted routes), and each tunnel's state.
+"""``ownas lab status``: ``ownas status`` through the lab's inventory, and what only the lab
+can add: each upstream's side of its session and what it receives from the router (BIRD),
+what stands in for each RTR cache, and each tunnel's link.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 import subprocess
 from typing import Any
 
+from tasks import status as network_status
+from tasks.inventory import load_inventory
 from tasks.lab import links
 from tasks.lab.lab import Lab
-
-
-def _vtysh(lab: Lab, router: str, command: str) -> dict[str, Any] | None:
-    """A vtysh JSON answer from the router's FRR; None while FRR is not running."""
-    result = lab.vtysh(router, command, check=False)
-    if result.returncode != 0:
-        return None
-    try:
-        return json.loads(result.stdout or "{}")
-    except json.JSONDecodeError:
-        return None
+from tasks.plan import load
 
 
 def _birdc(socket: str, command: str) -> str:
@@ -72,158 +59,65 @@ def parse_bird_state(text: str) -> str:
     return found.group(1) if found else "unknown"
 
 
-def gather(lab: Lab) -> dict[str, Any]:
+def gather(lab: Lab, verbose: bool = False) -> dict[str, Any]:
+    """``ownas status``'s report, read through the lab's inventory over SSH as for real hosts,
+    with the lab's own view beside it under ``lab``: each upstream's side of its session and
+    what it receives (BIRD), what stands in for each RTR cache, and each tunnel's link."""
+    inventory = load_inventory(lab.inventory)
+    plan = load(inventory)
+    found = network_status.build(plan, network_status.read_hosts(inventory, plan, verbose), verbose)
     state = lab.state()
     topology = state["topology"]
     router = topology["router"]
-    neighbors = _vtysh(lab, router, "show bgp neighbors json")
-    sessions, received, filtering = [], {}, {}
-    table = _vtysh(lab, router, "show rpki prefix-table json")
-    roas = None if table is None or "prefixes" not in table else table["prefixes"]
+    upstreams = []
     for upstream in topology["upstreams"]:
-        name, peer = upstream["name"], upstream["address"]
-        socket = state["upstreams"][name]["socket"]
-        frr = (neighbors or {}).get(peer, {})
-        sessions.append(
+        socket = state["upstreams"][upstream["name"]]["socket"]
+        upstreams.append(
             {
-                "upstream": name,
-                "asn": upstream["asn"],
-                "peer": peer,
-                "router": frr.get("bgpState", "FRR not running" if neighbors is None else "none"),
-                "connections_established": frr.get("connectionsEstablished", 0),
-                "upstream_state": parse_bird_state(_birdc(socket, f"show protocols all {router}")),
+                "upstream": upstream["name"],
+                "state": parse_bird_state(_birdc(socket, f"show protocols all {router}")),
+                "received": parse_bird_routes(_birdc(socket, f"show route protocol {router} all")),
             }
         )
-        received[name] = parse_bird_routes(_birdc(socket, f"show route protocol {router} all"))
-        sent = _vtysh(lab, router, f"show bgp ipv6 neighbors {peer} received-routes json") or {}
-        kept = _vtysh(lab, router, f"show bgp ipv6 neighbors {peer} routes json") or {}
-        offered = set(sent.get("receivedRoutes", {}))
-        accepted = set(kept.get("routes", {}))
-        filtering[name] = {
-            "received": sorted(offered),
-            "accepted": sorted(accepted),
-            "rejected": sorted(offered - accepted),
-        }
-        if roas is not None:
-            filtering[name]["rpki"] = _rpki_counts(sent, kept, roas)
-    tunnels = []
-    for link in topology["tunnels"]:
-        far = link["b"]
-        if link["b_endpoints"] is not None:
-            far_endpoints = list(link["b_endpoints"])
-        elif far is not None:
-            far_endpoints = _endpoints(state, far["host"], far["interface"])
-        else:
-            far_endpoints = None
-        tunnels.append(
+    caches = [c["cache"] for c in (found["rpki"] or {}).get("caches", [])]
+    found["lab"] = {
+        "upstreams": upstreams,
+        "caches": _stand_ins(lab, state, router, caches),
+        "links": [
             {
                 "interface": link["a"]["interface"],
                 "site": link["site"],
-                "in_lab": far is not None,
+                "in_lab": link["b"] is not None,
                 "up": links.connected(state, link),
-                "router_endpoints": _endpoints(state, router, link["a"]["interface"]),
-                "far_endpoints": far_endpoints,
             }
-        )
-    return {
-        "router": router,
-        "rpki": _rpki_caches(lab, state, router),
+            for link in topology["tunnels"]
+        ],
         "sample": topology["sample"],
-        "sessions": sessions,
-        "received": received,
-        "filtering": filtering,
-        "tunnels": tunnels,
     }
+    return found
 
 
-def origin_validation(prefix: str, path: str, roas: list[dict[str, Any]]) -> str:
-    """RFC 6811 route origin validation of ``prefix`` (its origin: the last AS of ``path``)
-    against ``roas`` as FRR holds them (show rpki prefix-table: prefix, prefixLenMax, asn).
-    For what FRR rejected, which it no longer shows with a validation state."""
-    network = ipaddress.ip_network(prefix)
-    words = path.split()
-    origin = int(words[-1]) if words and words[-1].isdigit() else None
-    covering = [
-        roa
-        for roa in roas
-        if network.version == ipaddress.ip_address(roa["prefix"]).version
-        and network.subnet_of(ipaddress.ip_network(f"{roa['prefix']}/{roa['prefixLenMin']}"))
-    ]
-    if not covering:
-        return "not_found"
-    for roa in covering:
-        if roa["asn"] != 0 and roa["asn"] == origin and network.prefixlen <= roa["prefixLenMax"]:
-            return "valid"
-    return "invalid"
-
-
-def _rpki_counts(
-    sent: dict[str, Any], kept: dict[str, Any], roas: list[dict[str, Any]]
-) -> dict[str, int]:
-    """Per upstream: what FRR accepted by its own validation state, and what it rejected that
-    is RPKI invalid."""
-    counts = {"valid": 0, "not_found": 0, "invalid_accepted": 0, "invalid_rejected": 0}
-    for paths in kept.get("routes", {}).values():
-        path = paths[0] if paths else {}
-        if path.get("rpkiValid"):
-            counts["valid"] += 1
-        elif path.get("rpkiInvalid"):
-            counts["invalid_accepted"] += 1
-        else:
-            counts["not_found"] += 1
-    for prefix, route in sent.get("receivedRoutes", {}).items():
-        rejected = prefix not in kept.get("routes", {})
-        if rejected and origin_validation(prefix, route.get("path", ""), roas) == "invalid":
-            counts["invalid_rejected"] += 1
-    return counts
-
-
-def _rpki_caches(lab: Lab, state: dict[str, Any], router: str) -> list[dict[str, Any]]:
-    """The RTR caches FRR asks, with what stands in for each in the lab."""
-    shown = _vtysh(lab, router, "show rpki cache-server json") or {}
-    connected = _vtysh(lab, router, "show rpki cache-connection json") or {}
-    states = {
-        f"{c.get('host')} {c.get('port')}": c.get("state", "")
-        for c in connected.get("connections", [])
-    }
-    host_state = links.load_state(lab.host_dir(router))
-    validators = host_state.get("validators", {})
-    caches = []
-    for server in shown.get("servers", []):
-        key = f"{server.get('host')} {server.get('port')}"
-        if key in state.get("caches", {}):
-            pid = state["caches"][key]
-            stand_in = "stayrtr on the lab's Internet" + ("" if pid else " (stopped)")
-        elif validators:
-            name, pid = next(iter(validators.items()))
-            stand_in = f"stayrtr on {router} in place of {name}"
+def _stand_ins(
+    lab: Lab, state: dict[str, Any], router: str, caches: list[str]
+) -> list[dict[str, str]]:
+    """What stands in for each RTR cache the inventory names ("address port")."""
+    validators = links.load_state(lab.host_dir(router)).get("validators", {})
+    found = []
+    for cache in caches:
+        if cache in state.get("caches", {}):
+            running = state["caches"][cache] is not None
+            stand_in = "stayrtr on the lab's Internet" + ("" if running else " (stopped)")
+        elif validators and cache.startswith("127.0.0.1 "):
+            stand_in = f"stayrtr on {router} in place of {next(iter(validators))}"
         else:
             stand_in = "not in the lab"
-        caches.append(
-            {
-                "cache": key,
-                "preference": server.get("preference"),
-                "state": states.get(key, "not in sync"),
-                "lab": stand_in,
-            }
-        )
-    return caches
+        found.append({"cache": cache, "stand_in": stand_in})
+    return found
 
 
-def _endpoints(state: dict[str, Any], host: str, interface: str) -> list[str] | None:
-    """The outer endpoints a managed host's tunnel is configured with (None: not created)."""
-    configured = links.configured(state, host, interface)
-    return None if configured is None else configured[0]
-
-
-def _arrow(endpoints: list[str] | None) -> str:
-    if endpoints is None:
-        return "not created"
-    return " -> ".join(endpoints) if endpoints else "no endpoints"
-
-
-# Why the router rejected a route, by the sample's kind (tasks/data/lab_sample.toml).
-REASONS = {
+# The reason tasks.policy.rejection gives for each kind of the lab's sample
+# (tasks/data/lab_sample.toml): the lab checks the report's reasons against what it sent.
+SAMPLE_REASONS = {
     "bogon": "bogon",
     "bogon_asn": "bogon ASN",
     "too_specific": "too long",
@@ -235,67 +129,24 @@ REASONS = {
 }
 
 
-def _by_kind(prefixes: list[str], sample: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Prefixes grouped by what the lab's sample says they are (bogon, too_specific, ...)."""
-    kind_of = {prefix: kind for kind, listed in sample.items() for prefix in listed}
-    grouped: dict[str, list[str]] = {}
-    for prefix in prefixes:
-        grouped.setdefault(kind_of.get(prefix, "other"), []).append(prefix)
-    return dict(sorted(grouped.items()))
-
-
-def report(status: dict[str, Any]) -> str:
-    """The convergence report, one screen."""
-    router = status["router"]
-    lines = ["BGP sessions (router / upstream)"]
-    for s in status["sessions"]:
-        lines.append(
-            f"  {s['upstream']:<10} AS{s['asn']:<7} {s['peer']:<20} {s['router']} / "
-            f"{s['upstream_state']}  (established {s['connections_established']}x)"
-        )
-    lines += ["", "What each upstream receives from the router"]
-    for name, routes in status["received"].items():
-        if not routes:
-            lines.append(f"  {name:<10} nothing")
-        for route in routes:
+def text(found: dict[str, Any]) -> str:
+    """``ownas status``'s report, then what the lab adds."""
+    lab = found["lab"]
+    lines = ["", "In the lab: each upstream's side (BIRD)"]
+    for upstream in lab["upstreams"]:
+        lines.append(f"  {upstream['upstream']:<10} session {upstream['state']}")
+        for route in upstream["received"]:
             extra = " ".join(route["communities"] + route["large_communities"])
             lines.append(
-                f"  {name:<10} {route['prefix']:<22} AS path {' '.join(map(str, route['as_path']))}"
+                f"  {'':<10} receives {route['prefix']} AS path "
+                f"{' '.join(map(str, route['as_path']))}"
                 + (f"  communities {extra}" if extra else "")
             )
-    lines += ["", f"What {router} accepted of what each upstream sent"]
-    for name, seen in status["filtering"].items():
-        lines.append(
-            f"  {name:<10} accepted {len(seen['accepted'])} of {len(seen['received'])}: "
-            + (" ".join(seen["accepted"]) or "-")
-        )
-        lines.append(f"  {'':<10} rejected {len(seen['rejected'])}:")
-        for kind, prefixes in _by_kind(seen["rejected"], status["sample"]).items():
-            reason = REASONS.get(kind, kind)
-            lines.append(f"  {'':<12} {reason + ':':<24} {' '.join(prefixes)}")
-        if "rpki" in seen:
-            counts = seen["rpki"]
-            lines.append(
-                f"  {'':<10} RPKI: accepted {counts['valid']} valid, {counts['not_found']} not "
-                f"found, {counts['invalid_accepted']} invalid; rejected "
-                f"{counts['invalid_rejected']} invalid"
-            )
-    if status["rpki"]:
-        lines += ["", "RPKI caches (RTR)"]
-        for cache in status["rpki"]:
-            lines.append(
-                f"  {cache['cache']:<28} preference {cache['preference']:<3} "
-                f"{cache['state']:<13} {cache['lab']}"
-            )
-    lines += ["", "Tunnels"]
-    for t in sorted(status["tunnels"], key=lambda t: t["interface"]):
-        if not t["in_lab"]:
-            state = "not in the lab (unmanaged site)"
-        else:
-            state = "up" if t["up"] else "down"
-        lines.append(
-            f"  {t['interface']:<6} {router} <-> {t['site']:<10} {state:<5} "
-            f"{router}: {_arrow(t['router_endpoints'])}"
-            + (f"; {t['site']}: {_arrow(t['far_endpoints'])}" if t["in_lab"] else "")
-        )
-    return "\n".join(lines) + "\n"
+    if lab["caches"]:
+        lines += ["", "In the lab: RTR caches"]
+        lines += [f"  {c['cache']:<28} {c['stand_in']}" for c in lab["caches"]]
+    lines += ["", "In the lab: tunnel links"]
+    for link in lab["links"]:
+        state = ("up" if link["up"] else "down") if link["in_lab"] else "not in the lab (unmanaged)"
+        lines.append(f"  {link['interface']:<6} to {link['site']:<10} {state}")
+    return network_status.text(found) + "\n".join(lines) + "\n"
