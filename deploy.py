@@ -19,5 +19,6 @@ if name == run.plan.router.name:
 # Every host reaches this line: the router finishes (and is verified) before any downstream.
 deploy.barrier()
 
-if name in run.plan.hosts and run.plan.host(name).role == "downstream":
+# A retired downstream is brought to "nothing of the network" the same way.
+if name in run.plan.hosts and run.plan.host(name).role in ("downstream", "retired"):
     deploy.downstream(run, name)

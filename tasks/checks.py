@@ -77,6 +77,9 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
         if tunnel.interface in pre.deferred_tunnels:
             continue
         findings += tunnel_findings(name, tunnel, found)
+    for interface in pre.retired_tunnels:
+        if interface in found["ifconfig"]:
+            findings.append(Finding(f"{name}: tunnel {interface}: retired, still exists"))
     for ping in pings(plan, hp, pre):
         findings += _ping(ping.label, found["pings"].get(ping.key, False), warning=ping.warning)
     if hp.ipv6_uplink is not None:

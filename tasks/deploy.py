@@ -178,7 +178,7 @@ def _require_safety(state: Any) -> None:
             ],
             started,
         )
-    unreached = sorted(host_name(h) for h in state.failed_hosts)
+    unreached = sorted(host_name(h) for h in state.failed_hosts if not ssh.retired(h))
     if unreached:
         _refuse(
             [f"{name}: was not reached over SSH" for name in unreached],
@@ -262,7 +262,7 @@ def _apply(run: Run, name: str) -> None:
     operations.install(files=files, name="Install the validated files")
     operations.tunnels(
         planned=list(hp.tunnels),
-        loopback=str(hp.loopback),
+        loopback=str(hp.loopback) if hp.loopback is not None else None,
         retired=list(pre.retired_tunnels),
         old_loopback=pre.old_loopback,
         deferred=list(pre.deferred_tunnels),

@@ -20,6 +20,9 @@ from tasks import fields
 # Inventory groups ownas reads. Hosts in them are reached over SSH by pyinfra.
 ROUTERS = "routers"
 DOWNSTREAMS = "downstreams"
+# Managed downstreams taken out of the network: the next deploy removes what ownas made on them
+# (README, "Retiring a downstream"). Only their connection settings are read.
+RETIRED = "retired"
 
 # Host data keys that belong to pyinfra (connection settings) rather than to ownas.
 _PYINFRA_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "terraform_")
@@ -282,6 +285,8 @@ class Network:
     downstreams: tuple[Downstream, ...] = field(default=())
     # How long the deploy waits for the network to converge (BGP, pings), in seconds.
     check_timeout: int = 180
+    # Managed downstreams being retired (the inventory's `retired` group), by name.
+    retired: tuple[str, ...] = ()
     # How long a host waits, once changed, for the run to confirm it from a new SSH connection
     # before it puts its previous files back by itself; 0: no timer (dangerous).
     confirm_timeout: int = 120
@@ -647,9 +652,18 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         if name is not None:
             downstreams.append(_read_downstream(where, raw, problems, managed=False, name=name))
 
+    retired = [host_name(h) for h in _group_hosts(inventory, RETIRED)]
+    for name in retired:
+        _name_ok(name, problems)
     names = [router.name] + [d.name for d in downstreams]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         problems.add(duplicate, "is defined twice (host names must be unique)")
+    for name in sorted(set(retired) & set(names)):
+        problems.add(
+            name,
+            f"is in {RETIRED} and still in the network: take it out of {DOWNSTREAMS} "
+            "(or unmanaged_downstreams) to retire it",
+        )
 
     prefix = as_data["prefix"]
     link_subnet = as_data["link_subnet"]
@@ -664,6 +678,7 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         downstreams=tuple(sorted(downstreams, key=lambda d: d.name)),
         check_timeout=as_data["check_timeout"],
         confirm_timeout=as_data["confirm_timeout"],
+        retired=tuple(sorted(retired)),
     )
 
 

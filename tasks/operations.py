@@ -207,7 +207,7 @@ def forwarding(families: list[str], keep_ra: bool = False):
 @operation()
 def tunnels(
     planned: list[Tunnel],
-    loopback: str,
+    loopback: str | None,
     retired: list[str] | None = None,
     old_loopback: str | None = None,
     deferred: list[str] | None = None,
@@ -250,14 +250,15 @@ def tunnels(
         if "down" in drift:
             commands.append(freebsd.interface_up(tunnel.interface))
     commands += [freebsd.destroy(name) for name in retired or () if name in live]
-    own = IPNetwork(loopback)
     lo0 = live.get("lo0")
     addresses = {address: length for address, _peer, length in (lo0.inet6 if lo0 else [])}
-    if addresses.get(str(own.ip)) != own.prefixlen:
+    own = IPNetwork(loopback) if loopback else None  # None: a retired host keeps none
+    if own is not None and addresses.get(str(own.ip)) != own.prefixlen:
         if str(own.ip) in addresses:  # e.g. the /64 of an earlier version: re-add as planned
             commands.append(freebsd.remove_address("lo0", own.ip))
         commands.append(freebsd.add_loopback(own.ip, own.prefixlen))
-    if old_loopback and old_loopback != str(own.ip) and old_loopback in addresses:
+    kept = str(own.ip) if own is not None else None
+    if old_loopback and old_loopback != kept and old_loopback in addresses:
         commands.append(freebsd.remove_address("lo0", old_loopback))
     if not commands:
         host.noop("every tunnel is as planned")

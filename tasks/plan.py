@@ -317,11 +317,29 @@ def _modules(tunnels: list[Tunnel], extra: tuple[str, ...] = ()) -> tuple[str, .
     return tuple(sorted({f"if_{t.kind}" for t in tunnels} | set(BASE_MODULES) | set(extra)))
 
 
+def _retired_plan(name: str) -> HostPlan:
+    """A retired downstream: nothing of the network is left on it. The pre-flight finds the
+    tunnel, loopback alias and routes an earlier deploy made in ownas's own fragments, and the
+    deploy removes them; pf keeps only SSH from the trusted sources (the fallback's rules)."""
+    return HostPlan(
+        name=name,
+        role="retired",
+        tunnels=(),
+        routes=(),
+        loopback=None,
+        fibs=1,
+        modules=_modules([]),
+        forwarding=(),
+    )
+
+
 def plan(network: Network) -> Plan:
     hosts = {network.router.name: _router_plan(network)}
     for downstream in network.downstreams:
         if downstream.managed:
             hosts[downstream.name] = _downstream_plan(network, downstream)
+    for name in network.retired:
+        hosts[name] = _retired_plan(name)
     return Plan(network=network, hosts=hosts)
 
 

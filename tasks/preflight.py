@@ -161,7 +161,8 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
             "/etc/rc.conf.d/ now: remove them from /etc/rc.conf (sysrc -x NAME) and rerun"
         )
 
-    problems += _wan_problems(plan, hp, found["ifconfig"])
+    if hp.role != "retired":  # nothing of a retired host's uplink is ownas's any more
+        problems += _wan_problems(plan, hp, found["ifconfig"])
     if hp.role == "downstream":
         downstream = plan.network.downstream(name)
         lan = downstream.lan
@@ -207,6 +208,9 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
     old_loopback = old_netif.get("ifconfig_lo0_alias0", "").split()
     loopback = old_loopback[1] if len(old_loopback) > 1 else None
 
+    if hp.role == "retired":
+        notes.append(_retiring(name, retired_tunnels, loopback, found["routing"]))
+
     old_routing = assignments(found["routing"])
     planned_routes = {(r.destination, r.fib) for r in hp.routes}
     retired_routes = []
@@ -228,6 +232,20 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         needs_reboot=reboot,
         restored=found["restored"][0] if found.get("restored") else None,
         restart_bgpd=restart_bgpd,
+    )
+
+
+def _retiring(name: str, tunnels: tuple[str, ...], loopback: str | None, routing: Any) -> str:
+    """What retiring ``name`` removes, as an earlier deploy left it (ownas's fragments)."""
+    routes = len(_words(assignments(routing).get("ipv6_static_routes", ""), "ipv6_static_routes"))
+    removed = [f"tunnel {t}" for t in tunnels]
+    removed += [f"lo0 address {loopback}"] if loopback else []
+    removed += [f"{routes} static route{'s' * (routes != 1)}"] if routes else []
+    return (
+        f"{name}: retired: removes "
+        + (", ".join(removed) or "nothing of an earlier deploy (none found)")
+        + "; pf keeps only SSH from the trusted sources (the services its pf.conf let in are "
+        "closed)"
     )
 
 

@@ -190,7 +190,7 @@ def _context(plan: Plan, host: HostPlan) -> dict[str, Any]:
             context["validator_address"] = VALIDATOR_ADDRESS
             context["validator_port"] = port
             context["validator_listen"] = f"{VALIDATOR_ADDRESS}:{port}"
-    else:
+    elif host.role == "downstream":
         context["downstream"] = downstream = network.downstream(host.name)
         context["services"] = service_rules(downstream)
     return context

@@ -21,6 +21,8 @@ from paramiko.proxy import ProxyCommand
 from pyinfra import logger
 from pyinfra.api.state import BaseStateCallback, StateStage
 
+from tasks.model import RETIRED
+
 
 def _recv(self: ProxyCommand, size: int) -> bytes:
     """Up to ``size`` bytes from the proxy; b"" once it has ended (paramiko: EOFError)."""
@@ -62,6 +64,13 @@ class ConnectErrors(BaseStateCallback):
         where = host.data.get("ssh_hostname") or host.name
         if state.current_stage != StateStage.Connect:
             return  # later (reaching a host again) the deploy says what it means itself
+        if retired(host):
+            logger.warning(
+                f"{host.name}: retired, and cannot connect over SSH: {reason}; what ownas made "
+                "on it stays until a deploy reaches it; the rest of the network is deployed "
+                "without it"
+            )
+            return
         logger.error(
             f"{host.name}: cannot connect over SSH: {reason}; nothing was changed on any "
             f"host. Is it up and reachable at {where}?"
@@ -90,7 +99,13 @@ def install(state: Any) -> None:
 
 
 def _always_stop(state: Any) -> bool:
-    return True
+    """Stop at any failed host, except when every one that failed is retired: a retired host
+    that cannot be reached keeps what ownas made on it, and nothing else depends on it."""
+    return not all(retired(h) for h in state.failed_hosts)
+
+
+def retired(host: Any) -> bool:
+    return RETIRED in getattr(host, "groups", ())
 
 
 def in_force(state: Any) -> bool:

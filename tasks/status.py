@@ -136,7 +136,7 @@ def build(plan: Plan, found: dict[str, HostRead], verbose: bool = False) -> dict
         if hp.role == "router":
             _router_sections(report, plan, snapshot, got.answers, verbose)
     report["converged"] = not any(not f["warning"] for f in report["findings"]) and all(
-        h["reached"] for h in report["hosts"]
+        h["reached"] for h in report["hosts"] if h["role"] != "retired"
     )
     return report
 
@@ -250,7 +250,8 @@ def _router_sections(
 
 
 def exit_status(report: dict[str, Any]) -> int:
-    if not all(h["reached"] for h in report["hosts"]):
+    """A retired host out of reach is no failure: nothing depends on it any more."""
+    if not all(h["reached"] for h in report["hosts"] if h["role"] != "retired"):
         return UNREACHABLE
     return CONVERGED if report["converged"] else NOT_CONVERGED
 

@@ -253,3 +253,13 @@ def test_a_pending_reboot_is_reported_and_what_waits_for_it_is_not_checked(plan)
     assert lines(plan, "router01", pre, ifconfig=found["ifconfig"]) == [
         "router01: reboot: if_gre can only load at boot at securelevel 2"
     ]
+
+
+def test_a_pending_unmanaged_site_is_not_pinged(ref, plan_for):
+    ref["all"]["unmanaged_downstreams"][0]["pending"] = True
+    plan = plan_for(ref)
+    router = plan.host("router01")
+    assert [p.key[0] for p in pings(plan, router, Preflight())] == ["2001:db8:300::1"]
+    found = converged(plan, "router01")
+    found["pings"].pop(("2a06:9801:1c:ffff::4", None, 0), None)
+    assert evaluate(plan, router, Preflight(), found) == []

@@ -768,3 +768,45 @@ def test_status_exit_status_follows_the_network(lab: Lab) -> None:
     vps01 = next(h for h in report["hosts"] if h["name"] == "vps01")
     assert not vps01["reached"] and vps01["error"]
     assert "Traceback" not in result.stderr
+
+
+# --- retiring a downstream ---------------------------------------------------------------------
+
+
+def test_retiring_a_downstream_removes_both_sides_and_leaves_ssh(lab: Lab) -> None:
+    assert lab.deploy("-y")[0].returncode == 0
+    inventory = lab.ref["inventory"]
+    vps01 = host(lab.ref, "vps01")
+    inventory["downstreams"] = []
+    inventory["retired"] = [("vps01", {"ssh_hostname": vps01["ssh_hostname"]})]
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "vps01: retired: removes tunnel gif0, lo0 address 2a06:9801:1c:1000::1, 3 static routes; "
+        "pf keeps only SSH from the trusted sources" in result.stderr
+    )
+    changes = [
+        c
+        for c in actions(log, "vps01")
+        if re.match(r"ifconfig|route -6 delete|pfctl -nf /etc/pf.conf &&", c)
+    ]
+    # The FIB 1 default route through gif0 goes with the interface (if_detach flushes its
+    # routes), so the routes operation finds it gone.
+    assert changes[:4] == [
+        "ifconfig gif0 destroy",
+        "ifconfig lo0 inet6 2a06:9801:1c:1000::1 -alias",
+        "route -6 delete 2001:db8:200:0:1000::/68 -fib 1",
+        "route -6 delete 2a06:9801:1c:1000::/64 -fib 1",
+    ]
+    assert changes[4].startswith("pfctl -nf /etc/pf.conf && pfctl -f /etc/pf.conf")
+    world = lab.world
+    assert "gif0" not in world.hosts["vps01"].interfaces
+    assert "gif0" not in world.hosts["router01"].interfaces
+    assert (
+        "pass in quick inet6 proto tcp from <trusted_ipv6> to ( self ) port 22 no state"
+        in world.hosts["vps01"].pf_loaded
+    )
+    assert not [r for r in world.hosts["vps01"].pf_loaded if "gif0" in r or "rtable" in r]
+    rerun, log = lab.deploy("-y")
+    assert rerun.returncode == 0, rerun.stderr
+    assert actions(log) == []

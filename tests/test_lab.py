@@ -863,6 +863,83 @@ def test_a_downstream_added_to_the_running_lab_and_removed_again(lab: Lab, inven
     assert established(status.gather(lab)) == before
 
 
+RETIRED_VPS02 = """
+retired = [("vps02", {"ssh_hostname": "203.0.113.18"})]
+"""
+
+
+def dry_run_shows(lab: Lab, *lines: str) -> None:
+    """A dry run shows each of ``lines`` (a regular expression) and changes nothing."""
+    counts = {host: len(log(lab, host)) for host in lab.state()["topology"]["managed"]}
+    dry = deploy(lab, "--dry", "--diff")
+    assert dry.returncode == 0, output(dry)
+    for line in lines:
+        assert re.search(line, output(dry)), (line, output(dry))
+    for host, count in counts.items():
+        assert actions(log(lab, host)[count:]) == [], host
+
+
+def test_a_downstream_added_then_retired_touches_nothing_else(lab: Lab, inventory: Path) -> None:
+    """The operator's procedure (README, "Adding a downstream", "Retiring a downstream"): add
+    vps02 to the running lab and deploy; retire it (its side goes too, SSH stays); deploy again
+    while it cannot be reached (a warning); then forget it. Each step resets no session."""
+    before = established(status.gather(lab))
+    original = inventory.read_text()
+    try:
+        inventory.write_text(original + VPS02)
+        lab.up(inventory)
+        dry_run_shows(
+            lab,
+            r"\[router01\].*will modify /etc/rc.conf.d/netif",
+            r'\+\s*cloned_interfaces="\$\{cloned_interfaces\} gif0 gif1 gif3"',
+            r"\[vps02\].*will create /etc/pf.conf",
+        )
+        result = deploy(lab, "-y")
+        assert result.returncode == 0, output(result)
+        assert ping_from_upstream(lab, "ifog", "2a06:9801:1c:3000::1")
+
+        inventory.write_text(original + RETIRED_VPS02)
+        lab.up(inventory)  # vps02 keeps running: the deploy has to reach it
+        dry_run_shows(
+            lab,
+            r"vps02: retired: removes tunnel gif0, lo0 address 2a06:9801:1c:3000::1",
+            r'-\s*ifconfig_gif0="tunnel 203.0.113.18 198.51.100.10 fib 1 tunnelfib 0"',
+            r'-\s*ifconfig_gif3="tunnel 198.51.100.10 203.0.113.18"',
+        )
+        count = len(log(lab, "vps02"))
+        result = deploy(lab, "-y")
+        assert result.returncode == 0, output(result)
+        assert "ifconfig gif0 destroy" in actions(log(lab, "vps02")[count:])
+        found = status.gather(lab)
+        assert found["converged"], found["findings"]
+        assert {(t["host"], t["interface"]) for t in found["tunnels"]} == {
+            ("router01", "gif0"),
+            ("router01", "gif1"),
+            ("router01", "gre0"),
+            ("vps01", "gif0"),
+        }
+        assert next(p for p in found["pf"] if p["host"] == "vps02")["in_sync"]
+        assert not ping_from_upstream(lab, "ifog", "2a06:9801:1c:3000::1")
+        assert established(found) == before
+
+        lab.stop_sshd("vps02")  # switched off before the inventory forgets it
+        result = deploy(lab, "-y")
+        assert result.returncode == 0, output(result)
+        assert "vps02: retired, and cannot connect over SSH" in output(result)
+        assert "Traceback" not in output(result)
+    finally:
+        inventory.write_text(original)
+    lab.up(inventory)  # vps02 leaves the lab
+    assert (
+        lab.namespace("vps02")
+        not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
+    result = deploy(lab, "-y")
+    assert result.returncode == 0, output(result)
+    assert ping_from_upstream(lab, "ifog", VPS_ADDRESS)
+    assert established(status.gather(lab)) == before
+
+
 def test_lab_down_leaves_no_namespace_or_process(lab: Lab) -> None:
     pids = lab_processes(lab)
     assert len(pids) >= 10  # inits, sshds, zebra, staticd, bgpd, birds, ...

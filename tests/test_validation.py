@@ -573,3 +573,24 @@ def test_services_open_ports_only_on_the_host_and_its_jails(ref, problems_for):
         "IPv4 is NATed and ownas opens no port to it; use 'host' or a jail's IPv6 address",
         "vps01.services[3].from: has addresses of another family than 2a06:9801:1c:1000::25",
     ]
+
+
+# --- retired and pending downstreams ---------------------------------------------------------
+
+
+def test_a_retired_host_still_in_the_network_is_refused(ref, problems_for):
+    ref["inventory"]["retired"] = [("vps01", {"ssh_hostname": "203.0.113.10"})]
+    assert (
+        "vps01: is in retired and still in the network: take it out of downstreams (or "
+        "unmanaged_downstreams) to retire it" in problems_for(ref)
+    )
+
+
+def test_a_retired_host_is_planned_with_nothing_of_the_network(ref, plan_for):
+    ref["inventory"]["downstreams"] = []
+    ref["inventory"]["retired"] = [("vps01", {"ssh_hostname": "203.0.113.10"})]
+    plan = plan_for(ref)
+    vps01 = plan.host("vps01")
+    assert (vps01.role, vps01.tunnels, vps01.routes, vps01.loopback) == ("retired", (), (), None)
+    assert plan.network.retired == ("vps01",)
+    assert [t.far_end for t in plan.host("router01").tunnels] == ["dcgw01", "ifog"]

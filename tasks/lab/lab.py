@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,7 @@ class Lab:
         self._upstream_tunnel_ends(topology)
         for name in topology.managed:
             self._host(topology, name, state)
-        self._ssh_files(topology)
+        self._ssh_files(topology.managed)
         for upstream in topology.upstreams:
             self._upstream(plan, topology, upstream, state)
         self._rtr_caches(plan, state)
@@ -262,6 +263,7 @@ class Lab:
             )
         old = state["topology"]
         new = json.loads(json.dumps(asdict(topology)))  # as lab.json holds it: lists
+        _keep_retired(old, new, plan.network.retired)
         before = {link["site"]: link for link in old["tunnels"]}
         after = {link["site"]: link for link in new["tunnels"]}
         removed = [site for site in before if site not in after]
@@ -295,8 +297,8 @@ class Lab:
                     self._remove_host(site, state)
                 raise
         for name in kept:
-            if old["wan"][name] != topology.wan[name]:
-                uplink = topology.uplinks[name]
+            if old["wan"][name] != new["wan"][name]:
+                uplink = new["uplinks"][name]
                 for address in old["wan"][name]:
                     self.ip(name, "addr", "del", address, "dev", uplink, check=False)
                 for address in old["inet_addresses"][name]:
@@ -306,7 +308,7 @@ class Lab:
                 self._start_sshd(name)
         state["topology"] = new
         self._save(state)
-        self._ssh_files(topology)
+        self._ssh_files(new["managed"])
 
     def _remove_host(self, name: str, state: dict[str, Any]) -> None:
         """End a downstream's namespace (what runs in it, its links) and forget it."""
@@ -368,10 +370,10 @@ class Lab:
             'wait "$pid"\n'
         )
 
-    def _ssh_files(self, topology: Topology) -> None:
+    def _ssh_files(self, managed: Iterable[str]) -> None:
         """known_hosts and the SSH config for the managed hosts the lab runs now."""
         known, config = [], []
-        for name in topology.managed:
+        for name in managed:
             alias, directory = self.namespace(name), self.host_dir(name)
             public = (directory / "ssh_host_ed25519_key.pub").read_text().split()[:2]
             known.append(f"{alias} {' '.join(public)}")
@@ -769,3 +771,18 @@ class Lab:
                 Path(VAR_DB).rmdir()
         shutil.rmtree(self.dir)
         return namespaces
+
+
+def _keep_retired(old: dict[str, Any], new: dict[str, Any], retired: Iterable[str]) -> None:
+    """A downstream the inventory retires keeps running in the lab, tunnel link and all, as a
+    VPS does until it is switched off: the deploy removes what ownas made on it and the
+    router's side. It leaves the lab once the inventory no longer names it."""
+    for name in retired:
+        link = next((t for t in old["tunnels"] if t["site"] == name), None)
+        if name not in old["managed"] or link is None:
+            continue
+        new["managed"].append(name)
+        new["tunnels"].append(link)
+        for key in ("uplinks", "wan", "gateways", "inet_addresses", "lan"):
+            if name in old[key]:
+                new[key][name] = old[key][name]
