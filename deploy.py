@@ -20,5 +20,5 @@ if name == run.plan.router.name:
 deploy.barrier()
 
 # A retired downstream is brought to "nothing of the network" the same way.
-if name in run.plan.hosts and run.plan.host(name).role in ("downstream", "retired"):
+if name in run.plan.hosts and name not in run.skipped and run.plan.host(name).role != "router":
     deploy.downstream(run, name)

@@ -40,6 +40,9 @@ class Run:
     plan: Plan
     files: dict[str, dict[str, str]]
     preflights: dict[str, preflight.Preflight]
+    # Retired hosts left as they are this run (unreadable, or their pre-flight found problems):
+    # nothing depends on them, so they do not stop the rest of the network.
+    skipped: frozenset[str] = frozenset()
 
 
 class Refused(PyinfraError):
@@ -128,7 +131,11 @@ def _compute(state: Any) -> Run:
         host_name(t): state.fact_pool.spawn(_gather, t, reads[host_name(t)][0]) for t in targets
     }
     gevent.joinall(list(jobs.values()))
-    unread = [name for name, job in jobs.items() if job.get() is None]
+    retired = {name for name in jobs if plan.host(name).role == "retired"}
+    skipped = {name for name in retired if jobs[name].get() is None}
+    for name in sorted(skipped):
+        logger.warning(f"{name}: retired, and its state could not be read: left as it is")
+    unread = [name for name, job in jobs.items() if job.get() is None and name not in retired]
     if unread:
         _refuse(
             [f"{name}: its state could not be read (the lines above say why)" for name in unread],
@@ -137,18 +144,30 @@ def _compute(state: Any) -> Run:
     preflights = {}
     for target in targets:
         name = host_name(target)
+        if name in skipped:
+            continue
         answers = jobs[name].get()
         snapshot.plan(name, reads[name], answers)
         found = preflight.found_in(answers, plan.host(name), target.data)
         preflights[name] = preflight.evaluate(plan, plan.host(name), files[name], found)
-    for verdict in preflights.values():
-        for note in verdict.notes:
+    for name in sorted(retired - skipped):
+        if preflights[name].problems:
+            skipped.add(name)
+            for line in preflights[name].problems:
+                logger.warning(f"{line} (retired: left as it is this run)")
+    for name, verdict in preflights.items():
+        for note in verdict.notes if name not in skipped else ():
             logger.warning(note)
-    problems = [line for verdict in preflights.values() for line in verdict.problems]
+    problems = [
+        line
+        for name, verdict in preflights.items()
+        if name not in skipped
+        for line in verdict.problems
+    ]
     problems += _router_side(state, plan, files, [host_name(t) for t in targets])
     if problems:
         _refuse(problems, "found by the pre-flight; nothing was changed on any host")
-    return Run(plan, files, preflights)
+    return Run(plan, files, preflights, frozenset(skipped))
 
 
 def _gather(target: Any, reads: Any) -> Any:
@@ -178,7 +197,10 @@ def _require_safety(state: Any) -> None:
             ],
             started,
         )
-    unreached = sorted(host_name(h) for h in state.failed_hosts if not ssh.retired(h))
+    # A retired host out of reach was named as a warning (tasks.ssh) and is no failure: the
+    # run's exit status would otherwise be 1 (pyinfra_cli exits 1 with any failed host).
+    state.failed_hosts -= {h for h in state.failed_hosts if ssh.retired(h)}
+    unreached = sorted(host_name(h) for h in state.failed_hosts)
     if unreached:
         _refuse(
             [f"{name}: was not reached over SSH" for name in unreached],

@@ -584,6 +584,19 @@ class AdvertisedPrefixes(_Prefixes):
         return freebsd.advertised_routes(peer)
 
 
+# The JSON names FRR gives well-known communities (bgpd/bgp_community.c, community_com2str),
+# as the numbers they stand for, the way the upstream receives them (RFC 1997, RFC 7999,
+# RFC 8326).
+WELL_KNOWN = {
+    "gracefulShutdown": "65535:0",
+    "blackhole": "65535:666",
+    "noExport": "65535:65281",
+    "noAdvertise": "65535:65282",
+    "localAs": "65535:65283",
+    "noPeer": "65535:65284",
+}
+
+
 class Announced(FactBase):
     """Per prefix we send PEER: the AS path as it leaves (our AS first, which bgpd adds when it
     sends, then the route-map's prepends) and the communities the route-map added."""
@@ -608,7 +621,9 @@ class Announced(FactBase):
                 {
                     "prefix": prefix,
                     "as_path": as_path,
-                    "communities": path.get("community", {}).get("list", []),
+                    "communities": [
+                        WELL_KNOWN.get(c, c) for c in path.get("community", {}).get("list", [])
+                    ],
                     "large_communities": path.get("largeCommunity", {}).get("list", []),
                 }
             )

@@ -289,11 +289,11 @@ def community(value: Any) -> tuple[int, int]:
     match = re.fullmatch(r"([0-9]{1,5}):([0-9]{1,5})", text)
     if not match or int(match[1]) > 65535 or int(match[2]) > 65535:
         raise ValueError(f"{text!r} is not a community (ASN:value, each 0-65535)")
-    if int(match[1]) in (0, 65535):
-        # RFC 1997 reserves 0:x and 65535:x; FRR prints the well-known ones by name
-        # (bgp_community.c), so a rendered number would never match the running config.
+    if int(match[1]) == 65535:
+        # RFC 1997's well-known range; FRR prints the named ones by name (bgp_community.c,
+        # community_str), so a rendered number would never match the running config.
         raise ValueError(
-            f"{text!r} is reserved (RFC 1997): for GRACEFUL_SHUTDOWN (65535:0) set "
+            f"{text!r} is a well-known community (RFC 1997): for GRACEFUL_SHUTDOWN (65535:0) set "
             "shutdown: 'graceful' on the upstream"
         )
     return int(match[1]), int(match[2])

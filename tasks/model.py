@@ -276,6 +276,17 @@ class Downstream:
 
 
 @dataclass(frozen=True)
+class Retired:
+    """A managed downstream being taken out (README, "Retiring a downstream"). Of its fields
+    only how its uplink gets its IPv6 default route is kept: that must outlive ownas."""
+
+    name: str
+    wan_interface: str | None = None
+    wan_ipv6_gateway: IPAddress | None = None
+    wan_ipv6_ra: bool = False
+
+
+@dataclass(frozen=True)
 class Network:
     asn: int
     prefix: IPNetwork
@@ -285,8 +296,8 @@ class Network:
     downstreams: tuple[Downstream, ...] = field(default=())
     # How long the deploy waits for the network to converge (BGP, pings), in seconds.
     check_timeout: int = 180
-    # Managed downstreams being retired (the inventory's `retired` group), by name.
-    retired: tuple[str, ...] = ()
+    # Managed downstreams being retired (the inventory's `retired` group).
+    retired: tuple[Retired, ...] = ()
     # How long a host waits, once changed, for the run to confirm it from a new SSH connection
     # before it puts its previous files back by itself; 0: no timer (dangerous).
     confirm_timeout: int = 120
@@ -652,13 +663,11 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         if name is not None:
             downstreams.append(_read_downstream(where, raw, problems, managed=False, name=name))
 
-    retired = [host_name(h) for h in _group_hosts(inventory, RETIRED)]
-    for name in retired:
-        _name_ok(name, problems)
+    retired = [_read_retired(h, problems) for h in _group_hosts(inventory, RETIRED)]
     names = [router.name] + [d.name for d in downstreams]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         problems.add(duplicate, "is defined twice (host names must be unique)")
-    for name in sorted(set(retired) & set(names)):
+    for name in sorted({r.name for r in retired} & set(names)):
         problems.add(
             name,
             f"is in {RETIRED} and still in the network: take it out of {DOWNSTREAMS} "
@@ -678,7 +687,26 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         downstreams=tuple(sorted(downstreams, key=lambda d: d.name)),
         check_timeout=as_data["check_timeout"],
         confirm_timeout=as_data["confirm_timeout"],
-        retired=tuple(sorted(retired)),
+        retired=tuple(sorted(retired, key=lambda r: r.name)),
+    )
+
+
+def _read_retired(host: Any, problems: Problems) -> Retired:
+    """A retired host's entry: its fields as they were under ``downstreams`` may stay; only its
+    uplink's IPv6 default route is read (everything else of it is gone from the network)."""
+    name = host_name(host)
+    _name_ok(name, problems)
+    uplink = ("wan_interface", "wan_ipv6_gateway")
+    f = Fields(host.data.dict(), name, problems, uplink, strict=False)
+    gateway = f.optional("wan_ipv6_gateway", _wan_ipv6_gateway)
+    interface = f.optional("wan_interface", fields.interface)
+    if gateway is not None and interface is None:
+        problems.add(f"{name}.wan_ipv6_gateway", "needs wan_interface (the uplink it is on)")
+    return Retired(
+        name=name,
+        wan_interface=interface,
+        wan_ipv6_gateway=gateway if gateway != RA else None,
+        wan_ipv6_ra=gateway == RA,
     )
 
 

@@ -19,6 +19,7 @@ from tasks.model import (
     Downstream,
     Network,
     Problems,
+    Retired,
     Router,
     Rpki,
     RtrCache,
@@ -317,12 +318,14 @@ def _modules(tunnels: list[Tunnel], extra: tuple[str, ...] = ()) -> tuple[str, .
     return tuple(sorted({f"if_{t.kind}" for t in tunnels} | set(BASE_MODULES) | set(extra)))
 
 
-def _retired_plan(name: str) -> HostPlan:
+def _retired_plan(retired: Retired) -> HostPlan:
     """A retired downstream: nothing of the network is left on it. The pre-flight finds the
     tunnel, loopback alias and routes an earlier deploy made in ownas's own fragments, and the
-    deploy removes them; pf keeps only SSH from the trusted sources (the fallback's rules)."""
+    deploy removes them; pf keeps only SSH from the trusted sources (the fallback's rules).
+    Its uplink keeps its IPv6 default route: the gateway (rc.d/routing) or the router
+    advertisements (ipv6_cpe_wanif, which also makes netif accept them: network.subr)."""
     return HostPlan(
-        name=name,
+        name=retired.name,
         role="retired",
         tunnels=(),
         routes=(),
@@ -330,6 +333,11 @@ def _retired_plan(name: str) -> HostPlan:
         fibs=1,
         modules=_modules([]),
         forwarding=(),
+        ipv6_uplink=retired.wan_interface
+        if retired.wan_ipv6_gateway or retired.wan_ipv6_ra
+        else None,
+        ipv6_gateway=retired.wan_ipv6_gateway,
+        keep_ra=retired.wan_ipv6_ra,
     )
 
 
@@ -338,8 +346,8 @@ def plan(network: Network) -> Plan:
     for downstream in network.downstreams:
         if downstream.managed:
             hosts[downstream.name] = _downstream_plan(network, downstream)
-    for name in network.retired:
-        hosts[name] = _retired_plan(name)
+    for retired in network.retired:
+        hosts[retired.name] = _retired_plan(retired)
     return Plan(network=network, hosts=hosts)
 
 

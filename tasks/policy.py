@@ -6,6 +6,7 @@ range of AS numbers into one."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +176,9 @@ def rejection(network: Network, prefix: str, path: str, roas: list[dict[str, Any
             return "too short"
         return "bogon"
     data = fields.bogons()
-    asns = [int(word) for word in path.split() if word.isdigit()]
+    # Every AS number in the path, those in sets ({...}) and confederation segments too, as
+    # FRR's as-path regex sees them.
+    asns = [int(asn) for asn in re.findall(r"\d+", path)]
     if any(first <= asn <= last for asn in asns for first, last, _ in data.asn_ranges):
         return "bogon ASN"
     validity = origin_validation(prefix, path, roas)
@@ -188,7 +191,11 @@ def origin_validation(prefix: str, path: str, roas: list[dict[str, Any]]) -> str
     prefixLenMax, asn): "valid", "not found", or why it is invalid."""
     network = ipaddress.ip_network(prefix)
     words = path.split()
-    origin = int(words[-1]) if words and words[-1].isdigit() else None
+    if words and not words[-1].isdigit():
+        # An AS_SET last: FRR answers NOT FOUND without asking the ROAs (bgpd/bgp_rpki.c,
+        # rpki_validate_prefix: "Take distinguished value NONE as asn").
+        return "not found"
+    origin = int(words[-1]) if words else None
     covering = [
         roa
         for roa in roas

@@ -202,9 +202,7 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         restart_bgpd = _rpki_module(name, found, problems, notes)
 
     old_netif = assignments(found["netif"])
-    old_tunnels = _words(old_netif.get("cloned_interfaces", ""), "cloned_interfaces")
-    planned_tunnels = {t.interface for t in hp.tunnels}
-    retired_tunnels = tuple(t for t in old_tunnels if t not in planned_tunnels)
+    retired_tunnels = retired(hp, found["netif"])
     old_loopback = old_netif.get("ifconfig_lo0_alias0", "").split()
     loopback = old_loopback[1] if len(old_loopback) > 1 else None
 
@@ -233,6 +231,14 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         restored=found["restored"][0] if found.get("restored") else None,
         restart_bgpd=restart_bgpd,
     )
+
+
+def retired(hp: HostPlan, netif: list[str] | None) -> tuple[str, ...]:
+    """The tunnels an earlier deploy made (ownas's netif fragment, ``netif``) that the plan no
+    longer has."""
+    made = _words(assignments(netif).get("cloned_interfaces", ""), "cloned_interfaces")
+    planned = {t.interface for t in hp.tunnels}
+    return tuple(t for t in made if t not in planned)
 
 
 def _retiring(name: str, tunnels: tuple[str, ...], loopback: str | None, routing: Any) -> str:

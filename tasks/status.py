@@ -14,16 +14,18 @@ read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gevent
 from pyinfra.api import Config, State
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.facts import get_fact
+from pyinfra.connectors.sshuserclient.client import get_host_keys, get_ssh_config
 from pyinfra.context import ctx_host, ctx_state
+from pyinfra.facts.files import FileContents
 
-from tasks import checks, facts, freebsd, ssh
+from tasks import checks, facts, freebsd, preflight, ssh
 from tasks.model import host_name
 from tasks.plan import HostPlan, Plan, rtr_caches
 from tasks.policy import REASONS, rejection
@@ -39,7 +41,7 @@ def reads(plan: Plan, hp: HostPlan, verbose: bool = False) -> facts.Reads:
     """What status reads from one host: what the checks judge (``checks.probe_reads``), and on
     the router what each upstream receives and what it sent that the policy refuses."""
     found = list(checks.probe_reads(plan, hp, _AS_RUNNING))
-    found.append(facts.Read.of(facts.PfStates))
+    found += [facts.Read.of(facts.PfStates), facts.Read.of(FileContents, path=freebsd.NETIF_CONF)]
     if hp.role == "router":
         peers = tuple(str(u.peer) for u in plan.router.upstreams)
         found.append(facts.Read.of(facts.PolicyCounts, peers=peers))
@@ -64,6 +66,11 @@ class HostRead:
 def read_hosts(inventory: Any, plan: Plan, verbose: bool = False) -> dict[str, HostRead]:
     """Every managed host of ``inventory``, read at once over SSH (pyinfra's connectors)."""
     ssh.patch_proxy_command()
+    # pyinfra keeps each SSH config and known_hosts file it parsed for the life of the process
+    # (sshuserclient's memoize): read them as they are now, as a new process would (the lab
+    # adds a host to its config; a long-lived caller reads again after an edit).
+    for memoized in (get_ssh_config, get_host_keys):
+        memoized.cache.clear()
     state = State(inventory, Config())
     targets = {host_name(h): h for h in inventory if host_name(h) in plan.hosts}
 
@@ -123,7 +130,11 @@ def build(plan: Plan, found: dict[str, HostRead], verbose: bool = False) -> dict
             continue
         asked = reads(plan, hp, verbose)
         snapshot = checks.found_in(got.answers, asked)
-        for finding in checks.evaluate(plan, hp, _AS_RUNNING, snapshot):
+        # What an earlier deploy made and this plan retires must be gone (a retired host, or a
+        # downstream the router no longer has): ownas's own netif fragment says what it made.
+        made = facts.answer(got.answers, FileContents, path=freebsd.NETIF_CONF)
+        running = replace(_AS_RUNNING, retired_tunnels=preflight.retired(hp, made))
+        for finding in checks.evaluate(plan, hp, running, snapshot):
             report["findings"].append(
                 {
                     "host": name,
@@ -407,7 +418,7 @@ def _listed(found: int | list[str]) -> str:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    unreached = [h["name"] for h in report["hosts"] if not h["reached"]]
+    unreached = [h["name"] for h in report["hosts"] if not h["reached"] and h["role"] != "retired"]
     if unreached:
         return f"not reached: {', '.join(unreached)}"
     problems = sum(not f["warning"] for f in report["findings"])

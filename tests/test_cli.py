@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -71,3 +72,41 @@ def test_lab_down_without_a_lab_removes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"lab down: no lab in {tmp_path} (no lab.json); nothing removed\n"
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_lab_status_without_a_lab_says_so_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "lab", "status", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"ownas lab status: no lab in {tmp_path} (no lab.json): ownas lab up first\n"
+    )
+
+
+def test_status_of_hosts_that_cannot_be_reached_exits_2(ref, tmp_path):
+    """Over real SSH (pyinfra's connector) to a port nothing listens on: each host is named
+    with why, the JSON says so, and the exit status is 2, without a traceback."""
+    for name in ("router01", "vps01"):
+        host(ref, name).update(ssh_hostname="127.0.0.1", ssh_port=9, ssh_connect_retries=0)
+    host(ref, "vps01")["endpoint"] = "203.0.113.10"
+    inventory = write(tmp_path, ref)
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "status", "-i", str(inventory), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert [(h["name"], h["reached"]) for h in report["hosts"]] == [
+        ("router01", False),
+        ("vps01", False),
+    ]
+    assert all(h["error"].startswith("cannot connect over SSH") for h in report["hosts"])
+    assert not report["converged"] and report["sessions"] == []
+    assert "Traceback" not in result.stderr

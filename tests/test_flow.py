@@ -779,6 +779,10 @@ def test_retiring_a_downstream_removes_both_sides_and_leaves_ssh(lab: Lab) -> No
     vps01 = host(lab.ref, "vps01")
     inventory["downstreams"] = []
     inventory["retired"] = [("vps01", {"ssh_hostname": vps01["ssh_hostname"]})]
+    before, _ = lab.ownas("status")  # the inventory says retired; nothing is deployed yet
+    assert before.returncode == 1, before.stdout + before.stderr
+    assert "  problem  router01: tunnel gif0: retired, still exists\n" in before.stdout
+    assert "  problem  vps01: tunnel gif0: retired, still exists\n" in before.stdout
     result, log = lab.deploy("-y")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (
@@ -810,3 +814,5 @@ def test_retiring_a_downstream_removes_both_sides_and_leaves_ssh(lab: Lab) -> No
     rerun, log = lab.deploy("-y")
     assert rerun.returncode == 0, rerun.stderr
     assert actions(log) == []
+    after, _ = lab.ownas("status")
+    assert after.returncode == 0, after.stdout + after.stderr

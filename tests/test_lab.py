@@ -187,6 +187,33 @@ def test_the_first_deploy_converges(lab: Lab) -> None:
     assert all(t["up"] and not t["drift"] for t in found["tunnels"]), found["tunnels"]
 
 
+def ownas(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_ownas_status_through_the_lab_s_inventory_is_lab_status_s_report(lab: Lab) -> None:
+    """`ownas status` over SSH with the lab's inventory, as against real hosts, reports what
+    `ownas lab status` does, which only adds the lab's own view (BIRD's side)."""
+    real = ownas("status", "-i", str(lab.inventory), "--json")
+    labs = ownas("lab", "status", "--dir", str(lab.dir), "--prefix", lab.prefix, "--json")
+    assert (real.returncode, labs.returncode) == (0, 0), real.stderr + labs.stderr
+
+    def facts(report: dict[str, Any]) -> dict[str, Any]:
+        report.pop("lab", None)
+        for session in report["sessions"]:
+            session.pop("up_seconds")  # read a moment apart
+        return report
+
+    assert facts(json.loads(real.stdout)) == facts(json.loads(labs.stdout))
+    assert "lab" in json.loads(labs.stdout) and "lab" not in json.loads(real.stdout)
+
+
 def test_a_second_run_changes_nothing_and_resets_no_session(lab: Lab) -> None:
     before = established(status.gather(lab))
     hashes = files(lab)
@@ -891,7 +918,7 @@ def test_a_downstream_added_then_retired_touches_nothing_else(lab: Lab, inventor
         dry_run_shows(
             lab,
             r"\[router01\].*will modify /etc/rc.conf.d/netif",
-            r'\+\s*cloned_interfaces="\$\{cloned_interfaces\} gif0 gif1 gif3"',
+            r'\+\s*cloned_interfaces="\$\{cloned_interfaces\} gif0 gif1 gif3 gre0"',
             r"\[vps02\].*will create /etc/pf.conf",
         )
         result = deploy(lab, "-y")

@@ -226,3 +226,35 @@ def test_loader_conf_is_name_equals_quoted_value(rendered):
     settings = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert settings == ['net.fibs="2"']
     assert not (rendered / "router01/boot").exists()  # one FIB: nothing to preload there
+
+
+@pytest.mark.parametrize(
+    ("gateway", "expected"),
+    [
+        (None, {}),
+        ("2001:db8:200::1", {"ipv6_defaultrouter": "2001:db8:200::1"}),
+        ("ra", {"ipv6_cpe_wanif": "vtnet0"}),
+    ],
+)
+def test_a_retired_host_keeps_only_its_uplink_s_ipv6_default_route(
+    ref, plan_for, tmp_path, gateway, expected
+):
+    """Retired: sh sources its fragments to nothing of the network (no tunnel, no address, no
+    route, no forwarding), but the provider's IPv6 default route stays as the host had it, and
+    pf lets router advertisements in when it comes from them."""
+    from tasks.render import render_host
+
+    ref["inventory"]["downstreams"] = []
+    vps01 = {"ssh_hostname": "203.0.113.10", "wan_interface": "vtnet0", "tunnel": 0}
+    if gateway:
+        vps01["wan_ipv6_gateway"] = gateway
+    ref["inventory"]["retired"] = [("vps01", vps01)]
+    files = render_host(plan_for(ref), "vps01")
+    paths = []
+    for name in ("/etc/rc.conf.local", "/etc/rc.conf.d/netif", "/etc/rc.conf.d/routing"):
+        path = tmp_path / name.rsplit("/", 1)[-1]
+        path.write_text(files[name])
+        paths.append(path)
+    assert sourced(*paths) == expected
+    assert ("routeradv" in files["/etc/pf.conf"]) == (gateway == "ra")
+    assert "gif" not in files["/etc/pf.conf"]

@@ -128,3 +128,11 @@ def test_text_and_markdown_carry_the_same_rows():
     assert f"  {row}\n" in status.text(report)
     cells = "| lagrange | 209735 | 2001:db8:100::ff | Idle (admin down, as asked) | - | 3x |"
     assert cells in status.markdown(report)
+
+
+def test_an_as_set_origin_is_not_found_as_frr_judges_it(plan):
+    """bgpd/bgp_rpki.c rpki_validate_prefix: an AS_SET last is NOT FOUND; its members still
+    count for the bogon AS numbers (FRR's as-path regex sees them)."""
+    roas = [{"prefix": "2606:4700::", "prefixLenMin": 32, "prefixLenMax": 48, "asn": 13335}]
+    assert origin_validation("2606:4700::/32", "34927 {13335,64496}", roas) == "not found"
+    assert rejection(plan.network, "2606:4700::/32", "34927 {13335,64512}", roas) == "bogon ASN"

@@ -272,13 +272,22 @@ def test_malformed_community(ref, problems_for, community):
     )
 
 
-@pytest.mark.parametrize("community", ["65535:0", "65535:65281", "0:1"])
-def test_reserved_community(ref, problems_for, community):
+@pytest.mark.parametrize("community", ["65535:0", "65535:65281"])
+def test_well_known_community(ref, problems_for, community):
     upstream(ref, "ifog")["communities"] = [community]
     assert (
-        f"router01.upstreams[ifog].communities: {community!r} is reserved (RFC 1997): for "
-        "GRACEFUL_SHUTDOWN (65535:0) set shutdown: 'graceful' on the upstream" in problems_for(ref)
+        f"router01.upstreams[ifog].communities: {community!r} is a well-known community (RFC "
+        "1997): for GRACEFUL_SHUTDOWN (65535:0) set shutdown: 'graceful' on the upstream"
+        in problems_for(ref)
     )
+
+
+def test_an_action_community_of_as_0_is_taken(ref, plan_for):
+    """0:ASN ("do not announce to ASN") is common action-community practice; FRR prints it as
+    numbers."""
+    upstream(ref, "ifog")["communities"] = ["0:174"]
+    ifog = next(u for u in plan_for(ref).router.upstreams if u.name == "ifog")
+    assert ifog.communities == ((0, 174),)
 
 
 @pytest.mark.parametrize(
@@ -592,5 +601,5 @@ def test_a_retired_host_is_planned_with_nothing_of_the_network(ref, plan_for):
     plan = plan_for(ref)
     vps01 = plan.host("vps01")
     assert (vps01.role, vps01.tunnels, vps01.routes, vps01.loopback) == ("retired", (), (), None)
-    assert plan.network.retired == ("vps01",)
+    assert [r.name for r in plan.network.retired] == ["vps01"]
     assert [t.far_end for t in plan.host("router01").tunnels] == ["dcgw01", "ifog"]

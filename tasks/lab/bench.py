@@ -31,7 +31,15 @@ def _pyinfra(lab: Lab, *args: str, confirm: bool = False) -> float:
     """Run pyinfra against the lab from the project folder; return its wall time. With
     ``confirm`` it runs on a terminal, where pyinfra shows the changes and asks to go on: the
     Enter it waits for is typed ahead (the terminal keeps it until pyinfra reads it)."""
-    command = [sys.executable, "-m", "pyinfra", str(lab.inventory), *args]
+    return _timed([sys.executable, "-m", "pyinfra", str(lab.inventory), *args], confirm)
+
+
+def _status(lab: Lab) -> float:
+    """``ownas status`` against the lab's hosts, through the lab's inventory."""
+    return _timed([sys.executable, "-m", "tasks.cli", "status", "-i", str(lab.inventory)])
+
+
+def _timed(command: list[str], confirm: bool = False) -> float:
     terminal, typed = os.openpty() if confirm else (None, None)
     if typed is not None:
         os.write(terminal, b"\n")
@@ -46,7 +54,8 @@ def _pyinfra(lab: Lab, *args: str, confirm: bool = False) -> float:
                 os.close(descriptor)
     elapsed = time.monotonic() - started
     if result.returncode != 0:
-        sys.exit(f"bench: {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        shown = result.stdout[-3000:] + result.stderr[-3000:]
+        sys.exit(f"bench: {' '.join(command[2:])} failed:\n{shown}")
     return elapsed
 
 
@@ -119,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             step("dry run (--dry --diff)", lambda: _pyinfra(lab, "deploy.py", "--dry", "--diff"))
         )
+        rows.append(step("ownas status", lambda: _status(lab)))
         _edit(routers, '"prepend": 2', '"prepend": 3')
         rows.append(step("one-line frr.conf change", lambda: _pyinfra(lab, *deploy)))
         _edit(routers, '"prepend": 3', '"prepend": 2')

@@ -263,7 +263,7 @@ class Lab:
             )
         old = state["topology"]
         new = json.loads(json.dumps(asdict(topology)))  # as lab.json holds it: lists
-        _keep_retired(old, new, plan.network.retired)
+        _keep_retired(old, new, [r.name for r in plan.network.retired])
         before = {link["site"]: link for link in old["tunnels"]}
         after = {link["site"]: link for link in new["tunnels"]}
         removed = [site for site in before if site not in after]
