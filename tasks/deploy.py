@@ -156,8 +156,9 @@ def _compute(state: Any) -> Run:
             for line in preflights[name].problems:
                 logger.warning(f"{line} (retired: left as it is this run)")
     for name, verdict in preflights.items():
-        for note in verdict.notes if name not in skipped else ():
-            logger.warning(note)
+        for note in verdict.notes:
+            if name not in skipped or "restored itself" in note:
+                logger.warning(note)
     problems = [
         line
         for name, verdict in preflights.items()
@@ -167,16 +168,20 @@ def _compute(state: Any) -> Run:
     problems += _router_side(state, plan, files, [host_name(t) for t in targets])
     if problems:
         _refuse(problems, "found by the pre-flight; nothing was changed on any host")
+    # A retired host left as it is (its read failed) is no failure of the run either.
+    state.failed_hosts -= {t for t in targets if host_name(t) in skipped}
     return Run(plan, files, preflights, frozenset(skipped))
 
 
 def _gather(target: Any, reads: Any) -> Any:
     """One host's pre-flight read; None when it failed (pyinfra said why; with FAIL_PERCENT 0
-    it stops the run by raising, which is refused here in one line, without a traceback)."""
+    it stops the run by raising, which is refused here in one line, without a traceback; for a
+    retired host it does not raise (tasks.ssh), and the read answers its default)."""
     try:
-        return preflight.gather(target, reads)
+        answers = preflight.gather(target, reads)
     except PyinfraError:
         return None
+    return answers if answers and target not in target.state.failed_hosts else None
 
 
 def _require_safety(state: Any) -> None:

@@ -589,6 +589,14 @@ class AdvertisedPrefixes(_Prefixes):
 # RFC 8326).
 WELL_KNOWN = {
     "gracefulShutdown": "65535:0",
+    "acceptown": "65535:1",
+    "routeFilterTranslatedV4": "65535:2",
+    "routeFilterV4": "65535:3",
+    "routeFilterTranslatedV6": "65535:4",
+    "routeFilterV6": "65535:5",
+    "llgrStale": "65535:6",
+    "noLlgr": "65535:7",
+    "acceptownnexthop": "65535:8",
     "blackhole": "65535:666",
     "noExport": "65535:65281",
     "noAdvertise": "65535:65282",

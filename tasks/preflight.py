@@ -161,7 +161,13 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
             "/etc/rc.conf.d/ now: remove them from /etc/rc.conf (sysrc -x NAME) and rerun"
         )
 
-    if hp.role != "retired":  # nothing of a retired host's uplink is ownas's any more
+    if hp.role == "retired":
+        # Its uplink's IPv6 default route must outlive ownas: as the entry says it is, and
+        # nothing ownas's fragments kept for it dropped by the retirement.
+        retiring = next(r for r in plan.network.retired if r.name == name)
+        problems += _ipv6_uplink_problems(retiring, found["ifconfig"], found["ipv6_default"])
+        problems += _uplink_lines_dropped(hp, found["routing"], found["rc_conf_local"])
+    else:
         problems += _wan_problems(plan, hp, found["ifconfig"])
     if hp.role == "downstream":
         downstream = plan.network.downstream(name)
@@ -239,6 +245,24 @@ def retired(hp: HostPlan, netif: list[str] | None) -> tuple[str, ...]:
     made = _words(assignments(netif).get("cloned_interfaces", ""), "cloned_interfaces")
     planned = {t.interface for t in hp.tunnels}
     return tuple(t for t in made if t not in planned)
+
+
+def _uplink_lines_dropped(hp: HostPlan, routing: Any, local: Any) -> list[str]:
+    """What an earlier deploy wrote for the uplink's IPv6 default route that a retired entry
+    without its ``wan_ipv6_gateway`` would drop (rc.d/routing reads ipv6_defaultrouter;
+    ipv6_cpe_wanif makes netif accept router advertisements on the uplink)."""
+    kept = {
+        "ipv6_defaultrouter": hp.ipv6_gateway is not None,
+        "ipv6_cpe_wanif": hp.keep_ra,
+    }
+    written = {**assignments(routing), **assignments(local)}
+    return [
+        f"{hp.name}: its {variable}={written[variable]!r}, which an earlier deploy wrote for "
+        "its uplink's IPv6 default route, would go: keep wan_interface and wan_ipv6_gateway "
+        "in its retired entry"
+        for variable, keeps in kept.items()
+        if variable in written and not keeps
+    ]
 
 
 def _retiring(name: str, tunnels: tuple[str, ...], loopback: str | None, routing: Any) -> str:
@@ -406,9 +430,10 @@ def found_in(answers: dict[Read, Any], hp: HostPlan, data: Any) -> dict[str, Any
         "timer": get(facts.TimerArmed),
         "ifconfig": get(facts.Ifconfig),
     }
+    if hp.role != "router":
+        found["ipv6_default"] = get(facts.RouteLookup, destination="default", fib=0)
     if hp.role == "downstream":
         found |= {
-            "ipv6_default": get(facts.RouteLookup, destination="default", fib=0),
             "pf_status": get(facts.PfStatus),
             "pf_rules": get(facts.PfRules),
             "sockets": get(facts.ListeningSockets),

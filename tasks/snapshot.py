@@ -114,7 +114,7 @@ def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tupl
         *(Read.of(Sha256File, path=p) for p in paths),
         *(Read.of(FileContents, path=p) for p in paths if diff and p not in _RECORDS),
         Read.of(facts.ReloadPending, path=freebsd.PF_CONF),
-        *_route_reads(hp, ("default", 0) if hp.role == "downstream" else None),
+        *_route_reads(hp, ("default", 0) if hp.role != "router" else None),
         Read.of(facts.PfStatus),
         Read.of(facts.PfRules),
         Read.of(facts.PfFileRules, path=freebsd.PF_CONF),
@@ -122,6 +122,8 @@ def deploy_reads(plan: Plan, hp: HostPlan, paths: list[str], diff: bool) -> tupl
     ]
     if hp.role == "downstream":
         return (Reads(dict.fromkeys([*state_reads, Read.of(facts.ListeningSockets)])),)
+    if hp.role == "retired":
+        return (Reads(dict.fromkeys(state_reads)),)
     state_reads += [Read.of(PkgPackage, package=p) for p in packages(hp)]
     state_reads += [Read.of(ServiceStatus, srvname="frr"), Read.of(facts.BgpdModules)]
     frr = [Read.of(facts.FrrPending, path=freebsd.FRR_CONF)]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tasks import freebsd
-from tests.fakebsd import Host, Iface, World
+from tests.fakebsd import Host, Iface, World, route_key
 from tests.inventories import ROOT, host, upstream, write
 
 # Commands that only read state; everything else a host runs is an action.
@@ -816,3 +816,54 @@ def test_retiring_a_downstream_removes_both_sides_and_leaves_ssh(lab: Lab) -> No
     assert actions(log) == []
     after, _ = lab.ownas("status")
     assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_a_retired_host_that_cannot_be_read_is_left_as_it_is(lab: Lab) -> None:
+    """Its read fails (pyinfra does not stop the run for a retired host): a warning, nothing
+    on it changes, the router's side is removed, and the run exits 0."""
+    assert lab.deploy("-y")[0].returncode == 0
+    vps01 = host(lab.ref, "vps01")
+    lab.ref["inventory"]["downstreams"] = []
+    lab.ref["inventory"]["retired"] = [("vps01", {"ssh_hostname": vps01["ssh_hostname"]})]
+    lab.edit_world(lambda w: w.hosts["vps01"].fail.append("echo '@@ownas-"))
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "vps01: retired, and its state could not be read: left as it is" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert actions(log, "vps01") == []
+    assert "ifconfig gif0 destroy" in actions(log, "router01")
+
+
+def test_a_retired_entry_that_would_drop_the_uplink_s_ipv6_route_is_left_as_it_is(
+    lab: Lab,
+) -> None:
+    """vps01 had wan_ipv6_gateway (ipv6_defaultrouter in ownas's routing fragment); retired
+    without it, the route would go at the next boot: vps01 is left as it is, with why."""
+    vps01 = host(lab.ref, "vps01")
+    vps01["wan_ipv6_gateway"] = "2001:db8:200::1"
+
+    def provider_ipv6(world: World) -> None:
+        world.hosts["vps01"].interfaces["vtnet0"].inet6 = [["2001:db8:200::10", None, 64]]
+        world.hosts["vps01"].routes[route_key("default", 0)] = {
+            "gateway": "2001:db8:200::1",
+            "interface": "vtnet0",
+        }
+
+    lab.edit_world(provider_ipv6)
+    assert lab.deploy("-y")[0].returncode == 0
+    lab.ref["inventory"]["downstreams"] = []
+    lab.ref["inventory"]["retired"] = [("vps01", {"ssh_hostname": vps01["ssh_hostname"]})]
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "vps01: its ipv6_defaultrouter='2001:db8:200::1', which an earlier deploy wrote for its "
+        "uplink's IPv6 default route, would go: keep wan_interface and wan_ipv6_gateway in its "
+        "retired entry (retired: left as it is this run)" in result.stderr
+    )
+    assert actions(log, "vps01") == []
+    retired = {k: vps01[k] for k in ("ssh_hostname", "wan_interface", "wan_ipv6_gateway")}
+    lab.ref["inventory"]["retired"] = [("vps01", retired)]
+    result, log = lab.deploy("-y")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ifconfig gif0 destroy" in actions(log, "vps01")
+    assert "ipv6_defaultrouter=" in lab.world.hosts["vps01"].files["/etc/rc.conf.d/routing"]
