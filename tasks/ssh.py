@@ -92,13 +92,13 @@ def install(state: Any) -> None:
         # Without -y pyinfra asks "One of more hosts failed to connect, continue?" (and, with no
         # terminal, ends in EOFError): a host that failed, to connect or later, always ends the
         # run here, before (or instead of) anything further changes.
-        state.should_raise_failed_hosts = _always_stop
+        state.should_raise_failed_hosts = _stop_unless_retired
 
     state.init = init
     state.ownas_safety = True
 
 
-def _always_stop(state: Any) -> bool:
+def _stop_unless_retired(state: Any) -> bool:
     """Stop at any failed host, except when every one that failed is retired: a retired host
     that cannot be reached keeps what ownas made on it, and nothing else depends on it."""
     return not all(retired(h) for h in state.failed_hosts)
