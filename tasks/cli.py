@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from tasks.inventory import load_inventory
@@ -162,11 +163,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return metadata.version("ownas")
+    except metadata.PackageNotFoundError:  # run from the project folder, not installed
+        return "(not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="ownas",
         description="Run your own AS on FreeBSD: check and render the inventory, try it in a lab.",
     )
+    main.add_argument("--version", action="version", version=f"ownas {_version()}")
     commands = main.add_subparsers(dest="command", required=True)
 
     def with_inventory(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -27,7 +27,12 @@ from tasks.plan import (
 )
 from tasks.policy import bogon_asn_filter, bogon_filter
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# The project's templates/, or, in an installed ownas, the copy the distribution carries inside
+# the package (pyproject.toml maps templates/ to tasks/templates).
+_PACKAGED = Path(__file__).resolve().parent / "templates"
+TEMPLATES = (
+    _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+)
 
 # Files ownas owns on every managed host, by role. Paths are absolute on the target.
 COMMON_FILES = (

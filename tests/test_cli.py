@@ -110,3 +110,50 @@ def test_status_of_hosts_that_cannot_be_reached_exits_2(ref, tmp_path):
     assert all(h["error"].startswith("cannot connect over SSH") for h in report["hosts"])
     assert not report["converged"] and report["sessions"] == []
     assert "Traceback" not in result.stderr
+
+
+# `ownas ARGS` from whichever tasks package Python finds first, saying which (on stderr).
+RUN_INSTALLED = (
+    "import sys, tasks.cli; print(tasks.cli.__file__, file=sys.stderr); sys.exit(tasks.cli.main())"
+)
+
+
+def test_a_non_editable_install_renders_and_checks(tmp_path):
+    """What `pip install .` installs (the wheel, not this folder) carries the templates and the
+    data: `ownas render` from it, in another folder, writes exactly the golden files, and
+    `ownas --version` names the release."""
+    wheels, site, out = tmp_path / "wheels", tmp_path / "site", tmp_path / "out"
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)]
+    subprocess.run(build, check=True, capture_output=True, timeout=600)
+    wheel = next(wheels.glob("ownas-*.whl"))
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
+    subprocess.run([*install, str(wheel)], check=True, capture_output=True, timeout=300)
+
+    def ownas(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                RUN_INSTALLED,
+                *args,
+            ],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    rendered = ownas("render", "-i", str(ROOT / "inventory.py"), "-o", str(out))
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stderr.startswith(str(site)), rendered.stderr  # the installed copy ran
+    golden = ROOT / "tests" / "golden"
+    expected = sorted(
+        p.relative_to(golden) for p in golden.rglob("*") if p.is_file() and p.name != "REVIEW.md"
+    )
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == expected
+    for path in expected:
+        assert (out / path).read_text() == (golden / path).read_text(), path
+    checked = ownas("check", "-i", str(ROOT / "inventory.py"))
+    assert checked.returncode == 0, checked.stderr
+    assert ownas("--version").stdout == "ownas 0.1.0\n"
