@@ -82,7 +82,11 @@ def _matching(pattern: re.Pattern[str], what: str) -> Parser:
     return parse
 
 
-name = _matching(_NAME, "a valid name (lowercase letter, then letters, digits or '-', at most 31)")
+name = _matching(
+    _NAME,
+    "a valid name (a lowercase letter, then lowercase letters, digits or '-', at most 31 "
+    "characters)",
+)
 interface = _matching(_INTERFACE, "a FreeBSD interface name (like vtnet0, gif1, bastille0)")
 description = _matching(
     _DESCRIPTION, "a valid description (letters, digits and . _ : + -, no spaces, at most 64)"
@@ -286,7 +290,12 @@ def asn(value: Any) -> int:
 def community(value: Any) -> tuple[int, int]:
     """A standard community ``ASN:value`` (RFC 1997), both halves 16 bits."""
     text = _text(value)
-    match = re.fullmatch(r"([0-9]{1,5}):([0-9]{1,5})", text)
+    match = re.fullmatch(r"([0-9]{1,10}):([0-9]{1,5})", text)
+    if match and int(match[1]) > 65535 and int(match[2]) <= 65535:
+        raise ValueError(
+            f"{text!r} is not a community (ASN:value, each 0-65535): AS{match[1]} needs 32 "
+            "bits, so its communities are large ones: put ASN:value:value in large_communities"
+        )
     if not match or int(match[1]) > 65535 or int(match[2]) > 65535:
         raise ValueError(f"{text!r} is not a community (ASN:value, each 0-65535)")
     if int(match[1]) == 65535:

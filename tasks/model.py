@@ -466,10 +466,25 @@ def _read_upstream(raw: Any, index: int, router: str, problems: Problems) -> Ups
     )
 
 
+def _wrong_kind(data: Mapping[str, Any], where: str, kind: str, problems: Problems) -> None:
+    """A field of the other kind of host, which this one would silently ignore."""
+    mine, other, other_kind = (
+        (ROUTER_FIELDS, MANAGED_FIELDS, "downstream")
+        if kind == "the router"
+        else (MANAGED_FIELDS, ROUTER_FIELDS, "router")
+    )
+    theirs = [field for field in other if field not in mine]
+    for key in sorted(k for k in data if k in theirs):
+        problems.add(
+            f"{where}.{key}", f"not a field of {kind} ({other_kind} fields: {', '.join(theirs)})"
+        )
+
+
 def _read_router(host: Any, problems: Problems) -> Router:
     data = host.data.dict()
     name = host_name(host)
     f = Fields(data, name, problems, ROUTER_FIELDS + AS_FIELDS, strict=False)
+    _wrong_kind(data, name, "the router", problems)
     wan = _read_wan(f)
     raw_upstreams = f.required("upstreams", _list_of_mappings) or ()
     if "upstreams" in data and not raw_upstreams and isinstance(data["upstreams"], list):
@@ -538,6 +553,8 @@ def _read_downstream(
         (MANAGED_FIELDS + ROUTER_FIELDS + AS_FIELDS) if managed else UNMANAGED_FIELDS,
         strict=not managed,
     )
+    if managed:
+        _wrong_kind(data, where, "a downstream", problems)
     if managed and "endpoint" not in data and "ssh_hostname" in data:
         # The public IPv4 is written once: as the SSH address, which is also the tunnel endpoint.
         try:

@@ -261,14 +261,31 @@ def test_downstream_loopback_inside_its_delegation(ref, problems_for):
 # --- routing policy -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "community", ["34927:99999", "34927", "AS34927:9501", "34927:9501:1", "70000:1"]
-)
+@pytest.mark.parametrize("community", ["34927:99999", "34927", "AS34927:9501", "34927:9501:1"])
 def test_malformed_community(ref, problems_for, community):
     upstream(ref, "ifog")["communities"] = [community]
     assert (
         f"router01.upstreams[ifog].communities: {community!r} is not a community "
         "(ASN:value, each 0-65535)" in problems_for(ref)
+    )
+
+
+@pytest.mark.parametrize("community", ["209735:666", "70000:1"])
+def test_a_community_of_a_32_bit_asn_points_to_large_communities(ref, problems_for, community):
+    upstream(ref, "lagrange")["communities"] = [community]
+    asn = community.split(":")[0]
+    assert (
+        f"router01.upstreams[lagrange].communities: {community!r} is not a community (ASN:value, "
+        f"each 0-65535): AS{asn} needs 32 bits, so its communities are large ones: put "
+        "ASN:value:value in large_communities" in problems_for(ref)
+    )
+
+
+def test_an_upstream_name_says_what_it_allows(ref, problems_for):
+    upstream(ref, "lagrange")["name"] = "laGrange"
+    assert (
+        "router01.upstreams[laGrange].name: 'laGrange' is not a valid name (a lowercase letter, "
+        "then lowercase letters, digits or '-', at most 31 characters)" in problems_for(ref)
     )
 
 
@@ -603,3 +620,43 @@ def test_a_retired_host_is_planned_with_nothing_of_the_network(ref, plan_for):
     assert (vps01.role, vps01.tunnels, vps01.routes, vps01.loopback) == ("retired", (), (), None)
     assert [r.name for r in plan.network.retired] == ["vps01"]
     assert [t.far_end for t in plan.host("router01").tunnels] == ["dcgw01", "ifog"]
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value", "line"),
+    [
+        (
+            "vps01",
+            "wan",
+            {"interface": "vtnet0"},
+            "vps01.wan: not a field of a downstream (router fields: wan, router_id, upstreams, "
+            "extra_bgp_peers, rpki)",
+        ),
+        (
+            "vps01",
+            "extra_bgp_peers",
+            ["198.51.100.20"],
+            "vps01.extra_bgp_peers: not a field of a downstream (router fields: wan, router_id, "
+            "upstreams, extra_bgp_peers, rpki)",
+        ),
+        (
+            "router01",
+            "tunnel",
+            3,
+            "router01.tunnel: not a field of the router (downstream fields: endpoint, tunnel, "
+            "delegate, description, mtu, interface, fib, wan_interface, lan, wan_ipv6_gateway, "
+            "services, may_close)",
+        ),
+        (
+            "router01",
+            "delegate",
+            "2a06:9801:1c:5000::/64",
+            "router01.delegate: not a field of the router (downstream fields: endpoint, tunnel, "
+            "delegate, description, mtu, interface, fib, wan_interface, lan, wan_ipv6_gateway, "
+            "services, may_close)",
+        ),
+    ],
+)
+def test_a_field_of_the_other_kind_of_host_is_named(ref, problems_for, name, field, value, line):
+    host(ref, name)[field] = value
+    assert line in problems_for(ref)
