@@ -61,6 +61,16 @@ class Problems:
             raise InventoryError(self.lines)
 
 
+# Where the AS-wide data comes from, as messages name it.
+ALL_DATA = "group_data/all.py"
+
+
+def at(where: str, key: str) -> str:
+    """How a message names field ``key`` of ``where``: ``vps01.delegate``, or, in the AS-wide
+    file, ``group_data/all.py: prefix``."""
+    return f"{where}: {key}" if where == ALL_DATA else f"{where}.{key}"
+
+
 class Fields:
     """Reads one mapping of inventory data; a bad value becomes a problem and reads as None."""
 
@@ -72,6 +82,7 @@ class Fields:
         known: Iterable[str],
         *,
         strict: bool = True,
+        reported: Iterable[str] = (),
     ) -> None:
         self.where = where
         self.problems = problems
@@ -81,27 +92,29 @@ class Fields:
             data = {}
         self.data = data
         for key in sorted(str(k) for k in data):
-            if key in self.known or (
-                not strict and (key.startswith(_PYINFRA_PREFIXES) or key == RESTART_BGPD)
+            if (
+                key in self.known
+                or key in reported  # AS-wide data, judged once where it is written
+                or (not strict and (key.startswith(_PYINFRA_PREFIXES) or key == RESTART_BGPD))
             ):
                 continue
             guess = difflib.get_close_matches(key, self.known, n=1, cutoff=0.75)
             if strict:
                 hint = f" (did you mean {guess[0]}?)" if guess else ""
-                problems.add(f"{where}.{key}", f"unknown field{hint}")
+                problems.add(at(where, key), f"unknown field{hint}")
             elif guess:
-                problems.add(f"{where}.{key}", f"unknown field (did you mean {guess[0]}?)")
+                problems.add(at(where, key), f"unknown field (did you mean {guess[0]}?)")
 
     def _parse(self, key: str, parse: Callable[[Any], Any]) -> Any:
         try:
             return parse(self.data[key])
         except ValueError as error:
-            self.problems.add(f"{self.where}.{key}", str(error))
+            self.problems.add(at(self.where, key), str(error))
             return None
 
     def required(self, key: str, parse: Callable[[Any], Any]) -> Any:
         if key not in self.data or self.data[key] is None:
-            self.problems.add(f"{self.where}.{key}", "is required")
+            self.problems.add(at(self.where, key), "is required")
             return None
         return self._parse(key, parse)
 
@@ -113,9 +126,9 @@ class Fields:
     def nested(self, key: str, known: Iterable[str], *, required: bool = True) -> Fields | None:
         if key not in self.data or self.data[key] is None:
             if required:
-                self.problems.add(f"{self.where}.{key}", "is required")
+                self.problems.add(at(self.where, key), "is required")
             return None
-        return Fields(self.data[key], f"{self.where}.{key}", self.problems, known)
+        return Fields(self.data[key], at(self.where, key), self.problems, known)
 
 
 @dataclass(frozen=True)
@@ -383,7 +396,7 @@ def host_name(host: Any) -> str:
 
 
 def _read_as(data: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
-    f = Fields(data, "all", problems, AS_FIELDS, strict=False)
+    f = Fields(data, ALL_DATA, problems, AS_FIELDS, strict=False)
     return {
         "asn": f.required("asn", fields.asn),
         "prefix": f.required("prefix", fields.ipv6_network),
@@ -480,10 +493,10 @@ def _wrong_kind(data: Mapping[str, Any], where: str, kind: str, problems: Proble
         )
 
 
-def _read_router(host: Any, problems: Problems) -> Router:
+def _read_router(host: Any, problems: Problems, shared: Iterable[str]) -> Router:
     data = host.data.dict()
     name = host_name(host)
-    f = Fields(data, name, problems, ROUTER_FIELDS + AS_FIELDS, strict=False)
+    f = Fields(data, name, problems, ROUTER_FIELDS + AS_FIELDS, strict=False, reported=shared)
     _wrong_kind(data, name, "the router", problems)
     wan = _read_wan(f)
     raw_upstreams = f.required("upstreams", _list_of_mappings) or ()
@@ -544,7 +557,13 @@ def _securelevel(value: Any) -> int:
 
 
 def _read_downstream(
-    where: str, data: Mapping[str, Any], problems: Problems, *, managed: bool, name: str
+    where: str,
+    data: Mapping[str, Any],
+    problems: Problems,
+    *,
+    managed: bool,
+    name: str,
+    shared: Iterable[str] = (),
 ) -> Downstream:
     f = Fields(
         data,
@@ -552,6 +571,7 @@ def _read_downstream(
         problems,
         (MANAGED_FIELDS + ROUTER_FIELDS + AS_FIELDS) if managed else UNMANAGED_FIELDS,
         strict=not managed,
+        reported=shared,
     )
     if managed:
         _wrong_kind(data, where, "a downstream", problems)
@@ -651,6 +671,8 @@ def build(inventory: Any, problems: Problems) -> Network | None:
     when ``problems`` stays empty; ``tasks.plan.load`` makes sure of that.
     """
     as_data = _read_as(inventory.get_data(), problems)
+    # Every host sees group_data/all.py's variables: a problem there is reported once, there.
+    shared = tuple(inventory.get_data())
 
     routers = _group_hosts(inventory, ROUTERS)
     managed = _group_hosts(inventory, DOWNSTREAMS)
@@ -661,7 +683,7 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         problems.add(host_name(host), f"is in both {ROUTERS} and {DOWNSTREAMS}")
     if not routers:
         return None
-    router = _read_router(routers[0], problems)
+    router = _read_router(routers[0], problems, shared)
     _name_ok(router.name, problems)
 
     downstreams: list[Downstream] = []
@@ -669,10 +691,12 @@ def build(inventory: Any, problems: Problems) -> Network | None:
         name = host_name(host)
         if _name_ok(name, problems):
             downstreams.append(
-                _read_downstream(name, host.data.dict(), problems, managed=True, name=name)
+                _read_downstream(
+                    name, host.data.dict(), problems, managed=True, name=name, shared=shared
+                )
             )
     for index, raw in enumerate(as_data["unmanaged"]):
-        where = _label(raw, f"all.unmanaged_downstreams[{index}]")
+        where = _label(raw, at(ALL_DATA, f"unmanaged_downstreams[{index}]"))
         if not isinstance(raw, Mapping):
             problems.add(where, f"{raw!r} is not a mapping of fields")
             continue

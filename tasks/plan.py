@@ -15,6 +15,7 @@ from netaddr import IPAddress, IPNetwork
 
 from tasks import fields
 from tasks.model import (
+    ALL_DATA,
     VALIDATOR_PORTS,
     Downstream,
     Network,
@@ -23,6 +24,7 @@ from tasks.model import (
     Router,
     Rpki,
     RtrCache,
+    at,
     build,
 )
 
@@ -384,22 +386,23 @@ def _check_prefix(network: Network, problems: Problems) -> None:
     bogons = fields.bogons()
     if prefix not in bogons.global_unicast:
         problems.add(
-            "all.prefix", f"{prefix} is not global unicast (outside {bogons.global_unicast})"
+            at(ALL_DATA, "prefix"),
+            f"{prefix} is not global unicast (outside {bogons.global_unicast})",
         )
     for bogon in bogons.ipv6:
         if prefix in bogon or bogon in prefix:
-            problems.add("all.prefix", f"{prefix} is a bogon (overlaps {bogon})")
+            problems.add(at(ALL_DATA, "prefix"), f"{prefix} is a bogon (overlaps {bogon})")
     if prefix.prefixlen > 48:
         problems.add(
-            "all.prefix",
+            at(ALL_DATA, "prefix"),
             f"{prefix} is longer than /48: upstreams filter it, it would not be reachable",
         )
     if link is None:
         return
     if link not in prefix:
-        problems.add("all.link_subnet", f"{link} is not inside {prefix}")
+        problems.add(at(ALL_DATA, "link_subnet"), f"{link} is not inside {prefix}")
     if link.prefixlen > 126:
-        problems.add("all.link_subnet", f"{link} is too small to hold a tunnel pair")
+        problems.add(at(ALL_DATA, "link_subnet"), f"{link} is too small to hold a tunnel pair")
 
 
 def _check_router(network: Network, problems: Problems) -> None:

@@ -447,7 +447,10 @@ def test_a_bad_inventory_contacts_no_host(lab: Lab) -> None:
     lab.ref["all"]["asn"] = 65001
     result, log = lab.deploy("-y")
     assert result.returncode == 1
-    assert "all.asn: 65001 is in 64512-65534, for private use (RFC 6996)" in result.stderr
+    assert (
+        "group_data/all.py: asn: 65001 is in 64512-65534, for private use (RFC 6996)"
+        in result.stderr
+    )
     assert "no host was contacted" in result.stderr
     assert log == []
 

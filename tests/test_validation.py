@@ -32,7 +32,7 @@ def test_reference_inventory_is_valid(ref, plan_for):
 )
 def test_own_asn_must_be_public(ref, problems_for, asn, message):
     ref["all"]["asn"] = asn
-    assert any(p.startswith(f"all.asn: {message}") for p in problems_for(ref))
+    assert any(p.startswith(f"group_data/all.py: asn: {message}") for p in problems_for(ref))
 
 
 def test_upstream_asn_must_be_public(ref, problems_for):
@@ -72,7 +72,7 @@ def test_upstream_asn_must_not_be_our_own(ref, problems_for):
 def test_own_prefix_must_be_a_routable_network(ref, problems_for, prefix, message):
     ref["all"]["prefix"] = prefix
     problems = problems_for(ref)
-    assert any(p.startswith(f"all.prefix: {message}") for p in problems), problems
+    assert any(p.startswith(f"group_data/all.py: prefix: {message}") for p in problems), problems
 
 
 # --- delegations ----------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_tunnel_pair_must_lie_in_the_link_subnet(ref, problems_for):
 def test_link_subnet_inside_the_prefix(ref, problems_for):
     ref["all"]["link_subnet"] = "2a06:9801:1d:ffff::/64"
     assert (
-        "all.link_subnet: 2a06:9801:1d:ffff::/64 is not inside 2a06:9801:1c::/48"
+        "group_data/all.py: link_subnet: 2a06:9801:1d:ffff::/64 is not inside 2a06:9801:1c::/48"
         in problems_for(ref)
     )
 
@@ -395,17 +395,19 @@ def test_upstream_tunnel_must_be_gif_or_gre(ref, problems_for):
 
 def test_trusted_sources_must_not_be_empty(ref, problems_for):
     ref["all"]["trusted_sources"] = []
-    assert "all.trusted_sources: is empty" in problems_for(ref)
+    assert "group_data/all.py: trusted_sources: is empty" in problems_for(ref)
 
 
 def test_trusted_sources_missing(ref, problems_for):
     del ref["all"]["trusted_sources"]
-    assert "all.trusted_sources: is required" in problems_for(ref)
+    assert "group_data/all.py: trusted_sources: is required" in problems_for(ref)
 
 
 def test_trusted_source_must_not_be_everyone(ref, problems_for):
     ref["all"]["trusted_sources"] = ["::/0"]
-    assert "all.trusted_sources: '::/0' would trust every address" in problems_for(ref)
+    assert "group_data/all.py: trusted_sources: '::/0' would trust every address" in problems_for(
+        ref
+    )
 
 
 def test_securelevel_3_is_refused(ref, problems_for):
@@ -477,10 +479,14 @@ def test_every_problem_is_reported_at_once(ref, problems_for):
     upstream(ref, "ifog")["communities"] = ["34927:99999"]
     ref["all"]["trusted_sources"] = []
     problems = problems_for(ref)
-    wheres = {p.split(":", 1)[0] for p in problems}
-    assert wheres == {
-        "all.asn",
-        "all.trusted_sources",
+
+    def where(line: str) -> str:  # "vps01.delegate", or "group_data/all.py: asn"
+        head, rest = line.split(": ", 1)
+        return f"{head}: {rest.split(':', 1)[0]}" if head == "group_data/all.py" else head
+
+    assert {where(p) for p in problems} == {
+        "group_data/all.py: asn",
+        "group_data/all.py: trusted_sources",
         "vps01.delegate",
         "vps01.tunnel",
         "router01.upstreams[lagrange].prepend",
@@ -660,3 +666,10 @@ def test_a_retired_host_is_planned_with_nothing_of_the_network(ref, plan_for):
 def test_a_field_of_the_other_kind_of_host_is_named(ref, problems_for, name, field, value, line):
     host(ref, name)[field] = value
     assert line in problems_for(ref)
+
+
+def test_a_typo_in_group_data_all_is_reported_once_naming_the_file(ref, problems_for):
+    ref["all"]["trusted_source"] = ["198.51.100.100"]
+    assert [p for p in problems_for(ref) if "trusted_source:" in p] == [
+        "group_data/all.py: trusted_source: unknown field (did you mean trusted_sources?)"
+    ]
