@@ -99,17 +99,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# The list of files a render wrote into its folder: the next render into the same folder
+# removes those it no longer writes (a host taken out), and never anything else.
+RENDERED = ".ownas-rendered"
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     plan = _load(args.inventory)
     out = Path(args.output)
-    count = 0
+    if out.exists() and not out.is_dir():
+        print(
+            f"ownas render: {out} is a file; -o needs a folder (new, or one ownas rendered into)",
+            file=sys.stderr,
+        )
+        return 2
+    record = out / RENDERED
+    before = set(record.read_text(encoding="utf-8").split()) if record.is_file() else set()
+    written = []
     for host, files in render_all(plan).items():
         for path, content in files.items():
-            target = out / host / path.lstrip("/")
+            relative = f"{host}/{path.lstrip('/')}"
+            target = out / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content, encoding="utf-8")
-            count += 1
-    print(f"wrote {count} files for {len(plan.hosts)} managed hosts to {out}/")
+            written.append(relative)
+    stale = sorted(before - set(written))
+    for relative in stale:
+        (out / relative).unlink(missing_ok=True)
+        for parent in (out / relative).parents:
+            if parent == out or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    record.write_text("".join(f"{path}\n" for path in sorted(written)), encoding="utf-8")
+    gone = sorted({path.split("/", 1)[0] for path in stale})
+    print(
+        f"wrote {len(written)} files for {len(plan.hosts)} managed "
+        f"host{'s' * (len(plan.hosts) != 1)} to {out}/"
+        + (
+            f"; removed {len(stale)} it had rendered there before ({', '.join(gone)})"
+            if stale
+            else ""
+        )
+    )
     return 0
 
 

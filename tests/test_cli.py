@@ -157,3 +157,42 @@ def test_a_non_editable_install_renders_and_checks(tmp_path):
     checked = ownas("check", "-i", str(ROOT / "inventory.py"))
     assert checked.returncode == 0, checked.stderr
     assert ownas("--version").stdout == "ownas 0.1.0\n"
+
+
+def render(inventory, out) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "render", "-i", str(inventory), "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_render_into_a_file_is_one_line(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("mine")
+    result = render(ROOT / "inventory.py", target)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ownas render: {target} is a file; -o needs a folder (new, or one ownas rendered into)\n"
+    )
+    assert target.read_text() == "mine"
+
+
+def test_rendering_again_removes_what_a_host_taken_out_had_and_nothing_else(ref, tmp_path):
+    out = tmp_path / "out"
+    first = render(write(tmp_path / "before", ref), out)
+    assert first.returncode == 0, first.stderr
+    (out / "notes.txt").write_text("mine")
+    (out / "vps01" / "etc" / "mine.conf").write_text("mine")
+    ref["inventory"]["downstreams"] = []
+    result = render(write(tmp_path / "after", ref), out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"wrote 16 files for 1 managed host to {out}/; removed 10 it had rendered there before "
+        "(vps01)\n"
+    )
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert "notes.txt" in left and "vps01/etc/mine.conf" in left
+    assert [p for p in left if p.startswith("vps01/")] == ["vps01/etc/mine.conf"]
+    assert not (out / "vps01" / "boot").exists()
