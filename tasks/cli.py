@@ -175,10 +175,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
             inventory = lab.up(Path(args.inventory))
-            print(f"lab up in {lab.dir}; deploy with:  pyinfra {inventory} deploy.py -y")
+            print(
+                f"lab up in {lab.dir}; look first:  pyinfra {inventory} deploy.py --dry --diff\n"
+                f"then deploy:  pyinfra {inventory} deploy.py -y"
+            )
         elif args.action == "status":
             if not lab.state_path.exists():
-                raise LabError(f"no lab in {lab.dir} (no lab.json): ownas lab up first")
+                raise LabError(
+                    f"no lab in {lab.dir} (no lab.json): `ownas lab up --dir {lab.dir} "
+                    f"--prefix {lab.prefix}` first"
+                )
             return _print_report(args, status.gather(lab, args.verbose), status.text)
         elif not lab.state_path.exists():
             print(f"lab down: no lab in {lab.dir} (no lab.json); nothing removed")
@@ -219,49 +225,99 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     check = with_inventory(
-        commands.add_parser("check", help="validate the inventory and summarise the plan")
+        commands.add_parser(
+            "check",
+            help="validate the inventory and summarise the plan",
+            description="Validate the inventory (every problem at once, one line each, naming "
+            "host and field; nothing is contacted) and print a one-screen summary of the plan: "
+            "the AS, the upstreams and their policy, every tunnel and delegation. Exit status: "
+            "0 valid, 1 problems.",
+        )
     )
     check.set_defaults(func=cmd_check)
     render = with_inventory(
-        commands.add_parser("render", help="write every file each host needs to a directory")
+        commands.add_parser(
+            "render",
+            help="write every file each host needs to a directory",
+            description="Write every file each managed host needs to DIR/<host>/<path>, and an "
+            "unmanaged site's settings sheet to DIR/<name>/settings.txt. Rendering into the same "
+            "folder again removes what it wrote there before and no longer writes.",
+        )
     )
     render.add_argument(
         "-o", "--output", required=True, help="directory; files go to DIR/<host>/<path>"
     )
     render.set_defaults(func=cmd_render)
-    report = with_inventory(
-        commands.add_parser(
-            "status",
-            help="read the hosts over SSH (nothing is changed) and report what the network does",
-            description="Read every managed host over SSH, as the inventory connects to it, and "
-            "report BGP sessions, what each upstream receives and what it sent that was "
-            "refused, RPKI, tunnels, pf and the planned routes, judged by the checks a deploy "
-            "ends with. Nothing is changed. Exit status: 0 converged, 1 not converged, 2 a host "
-            "could not be reached or read.",
+
+    def as_report(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        layout = sub.add_mutually_exclusive_group()
+        layout.add_argument("--json", action="store_true", help="the report as JSON (README)")
+        layout.add_argument("--markdown", action="store_true", help="the report as Markdown")
+        sub.add_argument(
+            "--verbose", "-v", action="store_true", help="list the prefixes, not only counts"
         )
-    )
-    layout = report.add_mutually_exclusive_group()
-    layout.add_argument("--json", action="store_true", help="the report as JSON (README: schema)")
-    layout.add_argument("--markdown", action="store_true", help="the report as Markdown tables")
-    report.add_argument(
-        "--verbose", "-v", action="store_true", help="list the prefixes, not only their counts"
+        return sub
+
+    report = as_report(
+        with_inventory(
+            commands.add_parser(
+                "status",
+                help="read the hosts over SSH (nothing is changed) and report what the network "
+                "does",
+                description="Read every managed host over SSH, as the inventory connects to it, "
+                "and report BGP sessions, what each upstream receives and what it sent that was "
+                "refused, RPKI, tunnels, pf and the planned routes, judged by the checks a "
+                "deploy ends with. Nothing is changed. Exit status: 0 converged, 1 not "
+                "converged, 2 a host could not be reached or read.",
+            )
+        )
     )
     report.set_defaults(func=cmd_status)
-    lab = with_inventory(
-        commands.add_parser(
-            "lab",
-            help="run the deploy end to end on this Linux machine (root): namespaces, real SSH, "
-            "FRR, BIRD upstreams",
+    lab = commands.add_parser(
+        "lab",
+        help="run the deploy end to end on this Linux machine (root): namespaces, real SSH, "
+        "FRR, BIRD upstreams",
+        description="A lab of the inventory's network on this Linux machine (root): up, "
+        "status, down. `ownas lab ACTION --help` for each.",
+    )
+    actions = lab.add_subparsers(dest="action", required=True)
+
+    def in_lab(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--dir", default=".lab", help="where the lab keeps its state (.lab)")
+        sub.add_argument("--prefix", default="ownas", help="its namespaces' prefix (ownas)")
+        sub.set_defaults(func=cmd_lab)
+        return sub
+
+    in_lab(
+        with_inventory(
+            actions.add_parser(
+                "up",
+                help="build the lab, or bring a running one in line with the inventory",
+                description="Build the lab for the inventory (namespaces, FRR, BIRD upstreams, "
+                "RTR caches, SSH) and write DIR/inventory.py for pyinfra; on a running lab, "
+                "add or remove downstreams, move a VPS, restart a stopped sshd.",
+            )
         )
     )
-    lab.add_argument("action", choices=("up", "status", "down"))
-    lab.add_argument("--dir", default=".lab", help="where the lab keeps its state (default: .lab)")
-    lab.add_argument(
-        "--prefix", default="ownas", help="prefix of the lab's namespace names (default: ownas)"
+    in_lab(
+        as_report(
+            actions.add_parser(
+                "status",
+                help="ownas status through the lab's inventory, and BIRD's side",
+                description="`ownas status` read through the lab's inventory, with what only "
+                "the lab sees: each upstream's side of its session and what it receives, what "
+                "stands in for each RTR cache, each tunnel's link. Exit status as ownas status.",
+            )
+        )
     )
-    lab.add_argument("--json", action="store_true", help="status as JSON")
-    lab.add_argument("--verbose", "-v", action="store_true", help="status lists the prefixes")
-    lab.set_defaults(func=cmd_lab)
+    in_lab(
+        actions.add_parser(
+            "down",
+            help="remove everything the lab made",
+            description="Remove every namespace, link, process and file the lab in DIR made, "
+            "and nothing of another lab.",
+        )
+    )
     return main
 
 

@@ -83,8 +83,27 @@ def test_lab_status_without_a_lab_says_so_in_one_line(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr == (
-        f"ownas lab status: no lab in {tmp_path} (no lab.json): ownas lab up first\n"
+        f"ownas lab status: no lab in {tmp_path} (no lab.json): `ownas lab up --dir {tmp_path} "
+        "--prefix ownas` first\n"
     )
+
+
+def test_each_lab_action_has_its_own_help_and_options():
+    def ownas(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tasks.cli", *args], cwd=ROOT, capture_output=True, text=True
+        )
+
+    up = ownas("lab", "up", "--help")
+    assert up.returncode == 0 and up.stdout.startswith("usage: ownas lab up ")
+    assert "--json" not in up.stdout and "write DIR/inventory.py" in up.stdout
+    status = ownas("lab", "status", "--help")
+    assert "--json" in status.stdout and "--inventory" not in status.stdout
+    refused = ownas("lab", "up", "--json")
+    assert refused.returncode == 2
+    assert refused.stderr.endswith("ownas: error: unrecognized arguments: --json\n")
+    check = ownas("check", "--help")
+    assert "Validate the inventory (every problem at once" in check.stdout
 
 
 def test_status_of_hosts_that_cannot_be_reached_exits_2(ref, tmp_path):

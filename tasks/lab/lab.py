@@ -124,7 +124,9 @@ class Lab:
 
     def state(self) -> dict[str, Any]:
         if not self.state_path.exists():
-            raise LabError(f"no lab in {self.dir} (run `ownas lab up`)")
+            raise LabError(
+                f"no lab in {self.dir} (run `ownas lab up --dir {self.dir} --prefix {self.prefix}`)"
+            )
         return json.loads(self.state_path.read_text())
 
     def _save(self, state: dict[str, Any]) -> None:
@@ -259,7 +261,7 @@ class Lab:
         if gone:
             raise LabError(
                 f"the lab in {self.dir} is not running any more ({', '.join(gone)} gone, e.g. "
-                "after a reboot): `ownas lab down`, then `ownas lab up`"
+                f"after a reboot): {self._again()}"
             )
         old = state["topology"]
         new = json.loads(json.dumps(asdict(topology)))  # as lab.json holds it: lists
@@ -276,7 +278,7 @@ class Lab:
         ):
             raise LabError(
                 "the inventory's router, upstreams or tunnels changed (not only downstreams "
-                "added or removed): `ownas lab down`, then `ownas lab up`"
+                f"added or removed): {self._again()}"
             )
         for site in removed:
             self._remove_link(state, before[site])
@@ -309,6 +311,11 @@ class Lab:
         state["topology"] = new
         self._save(state)
         self._ssh_files(new["managed"])
+
+    def _again(self) -> str:
+        """How to start this lab over, with its own folder and prefix."""
+        where = f"--dir {self.dir} --prefix {self.prefix}"
+        return f"`ownas lab down {where}`, then `ownas lab up {where}`"
 
     def _remove_host(self, name: str, state: dict[str, Any]) -> None:
         """End a downstream's namespace (what runs in it, its links) and forget it."""
