@@ -265,7 +265,7 @@ def probe_reads(plan: Plan, hp: HostPlan, pre: Preflight) -> tuple[Read, ...]:
         reads.append(Read.of(facts.Pings, pings=keys))
     if hp.role == "router":
         reads.append(Read.of(facts.BgpNeighbors))
-        reads += [Read.of(facts.AdvertisedPrefixes, peer=p) for p in _upstream_peers(plan)]
+        reads += [Read.of(facts.AdvertisedPrefixes, peer=p) for p in plan.upstream_peers]
         if plan.router.rpki is not None:
             reads += [Read.of(facts.RpkiState), Read.of(facts.RpkiInvalidAccepted)]
     return Reads(reads)
@@ -277,10 +277,6 @@ _PF_READS = (
     Read.of(facts.PfFileRules, path=freebsd.PF_CONF),
     Read.of(facts.ReloadPending, path=freebsd.PF_CONF),
 )
-
-
-def _upstream_peers(plan: Plan) -> list[str]:
-    return [str(u.peer) for u in plan.router.upstreams]
 
 
 def found_in(answers: dict[Read, Any], reads: tuple[Read, ...]) -> dict[str, Any]:

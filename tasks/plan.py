@@ -151,6 +151,11 @@ class Plan:
     def host(self, name: str) -> HostPlan:
         return self.hosts[name]
 
+    @property
+    def upstream_peers(self) -> tuple[str, ...]:
+        """Each upstream's BGP neighbor address, as the FRR facts are asked about it."""
+        return tuple(str(u.peer) for u in self.router.upstreams)
+
     def tunnel_to(self, downstream: Downstream) -> Tunnel:
         """The router's end of the tunnel to ``downstream``."""
         return next(t for t in self.hosts[self.router.name].tunnels if t.far_end == downstream.name)

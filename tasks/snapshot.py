@@ -141,7 +141,7 @@ def validated_upstreams(plan: Plan) -> tuple[str, ...]:
     operation is given them and as the policy counts are asked for them."""
     if plan.router.rpki is None:
         return ()
-    return tuple(str(u.peer) for u in plan.router.upstreams)
+    return plan.upstream_peers
 
 
 # Files the pre-flight reads to know what an earlier deploy made, and the restore record.

@@ -26,7 +26,7 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import FileContents
 
 from tasks import checks, facts, freebsd, preflight, ssh
-from tasks.model import host_name
+from tasks.model import Network, host_name
 from tasks.plan import HostPlan, Plan, rtr_caches
 from tasks.policy import REASONS, rejection
 from tasks.preflight import Preflight
@@ -43,7 +43,7 @@ def reads(plan: Plan, hp: HostPlan, verbose: bool = False) -> facts.Reads:
     found = list(checks.probe_reads(plan, hp, _AS_RUNNING))
     found += [facts.Read.of(facts.PfStates), facts.Read.of(FileContents, path=freebsd.NETIF_CONF)]
     if hp.role == "router":
-        peers = tuple(str(u.peer) for u in plan.router.upstreams)
+        peers = plan.upstream_peers
         found.append(facts.Read.of(facts.PolicyCounts, peers=peers))
         asn = plan.network.asn
         found += [facts.Read.of(facts.Announced, peer=p, asn=asn) for p in peers]
@@ -103,10 +103,9 @@ def read_hosts(inventory: Any, plan: Plan, verbose: bool = False) -> dict[str, H
     return {name: jobs[name].get() for name in plan.hosts if name in jobs}
 
 
-def build(plan: Plan, found: dict[str, HostRead], verbose: bool = False) -> dict[str, Any]:
-    """The report (``SCHEMA``) from what each host answered."""
-    network = plan.network
-    report: dict[str, Any] = {
+def blank(network: Network) -> dict[str, Any]:
+    """A report with nothing read yet: every key of ``SCHEMA``, the AS's own filled in."""
+    return {
         "schema": SCHEMA,
         "asn": network.asn,
         "prefix": str(network.prefix),
@@ -120,7 +119,13 @@ def build(plan: Plan, found: dict[str, HostRead], verbose: bool = False) -> dict
         "pf": [],
         "routes": [],
         "pending": [d.name for d in network.downstreams if d.pending],
+        "converged": False,
     }
+
+
+def build(plan: Plan, found: dict[str, HostRead], verbose: bool = False) -> dict[str, Any]:
+    """The report (``SCHEMA``) from what each host answered."""
+    report = blank(plan.network)
     for name, hp in plan.hosts.items():
         got = found.get(name, HostRead(None, "not in the inventory's hosts"))
         report["hosts"].append(
@@ -203,8 +208,7 @@ def _router_sections(
     answers: dict[Any, Any],
     verbose: bool,
 ) -> None:
-    peers = tuple(str(u.peer) for u in plan.router.upstreams)
-    counts = facts.answer(answers, facts.PolicyCounts, peers=peers)
+    counts = facts.answer(answers, facts.PolicyCounts, peers=plan.upstream_peers)
     roas = facts.answer(answers, facts.RoaTable) if plan.router.rpki is not None else []
     for upstream in plan.router.upstreams:
         peer = str(upstream.peer)

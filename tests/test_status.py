@@ -70,37 +70,23 @@ def test_refusals_by_the_prefix_list(plan, prefix, reason):
     assert rejection(plan.network, prefix, "34927", []) == reason
 
 
-def _report(**changes) -> dict:
-    report = {
-        "schema": status.SCHEMA,
-        "asn": 201379,
-        "prefix": "2a06:9801:1c::/48",
-        "hosts": [{"name": "router01", "role": "router", "reached": True, "error": None}],
-        "findings": [],
-        "sessions": [],
-        "announced": [],
-        "filtering": [],
-        "rpki": None,
-        "tunnels": [],
-        "pf": [],
-        "routes": [],
-        "pending": [],
-        "converged": True,
-    }
-    return {**report, **changes}
+def _report(plan, **changes) -> dict:
+    router = {"name": "router01", "role": "router", "reached": True, "error": None}
+    return {**status.blank(plan.network), "hosts": [router], "converged": True, **changes}
 
 
-def test_exit_status_and_verdict():
-    assert status.exit_status(_report()) == 0
-    warned = _report(findings=[{"host": "router01", "line": "x", "warning": True}])
+def test_exit_status_and_verdict(plan):
+    assert status.exit_status(_report(plan)) == 0
+    warned = _report(plan, findings=[{"host": "router01", "line": "x", "warning": True}])
     assert status.exit_status(warned) == 0
     assert status.verdict(warned) == "converged (1 warning)"
     failed = _report(
-        converged=False, findings=[{"host": "router01", "line": "x", "warning": False}]
+        plan, converged=False, findings=[{"host": "router01", "line": "x", "warning": False}]
     )
     assert status.exit_status(failed) == 1
     assert status.verdict(failed) == "not converged: 1 problem"
     gone = _report(
+        plan,
         converged=False,
         hosts=[{"name": "router01", "role": "router", "reached": False, "error": "refused"}],
     )
@@ -108,8 +94,9 @@ def test_exit_status_and_verdict():
     assert status.verdict(gone) == "not reached: router01"
 
 
-def test_text_and_markdown_carry_the_same_rows():
+def test_text_and_markdown_carry_the_same_rows(plan):
     report = _report(
+        plan,
         sessions=[
             {
                 "upstream": "lagrange",
@@ -122,7 +109,7 @@ def test_text_and_markdown_carry_the_same_rows():
                 "connections_established": 3,
                 "last_reset": "Admin. shutdown",
             }
-        ]
+        ],
     )
     row = "lagrange  209735  2001:db8:100::ff  Idle (admin down, as asked)  -  3x  Admin. shutdown"
     assert f"  {row}\n" in status.text(report)
