@@ -16,8 +16,9 @@ name = deploy.this_host()
 if name == run.plan.router.name:
     deploy.router(run)
 
-# Every host reaches this line: the router finishes (and is verified) before any downstream.
-deploy.barrier()
+# Every host reaches this line: the router finishes (and is verified) before any downstream
+# (and its section is prepared first, so a dry run says the router's changes first).
+deploy.barrier(run)
 
 # A retired downstream is brought to "nothing of the network" the same way.
 if name in run.plan.hosts and name not in run.skipped and run.plan.host(name).role != "router":

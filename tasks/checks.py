@@ -96,6 +96,30 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
     return findings
 
 
+def proven(plan: Plan, hp: HostPlan, pre: Preflight) -> str:
+    """What ``evaluate`` finding nothing wrong proves about host ``hp``, in a few words: the
+    deploy's last line for the host."""
+    tunnels = [t.interface for t in hp.tunnels if t.interface not in pre.deferred_tunnels]
+    routes = len(hp.routes) + len(hp.fib_routes)
+    parts = [f"tunnel{'s' * (len(tunnels) > 1)} {', '.join(tunnels)} up"] if tunnels else []
+    if pre.retired_tunnels:
+        parts.append(f"{', '.join(pre.retired_tunnels)} gone")
+    if routes:
+        parts.append(f"{routes} route{'s' * (routes > 1)} in place")
+    if hp.ipv6_uplink is not None:
+        parts.append(f"IPv6 default route on {hp.ipv6_uplink}")
+    if not pre.pf_deferred:
+        parts.append("pf rules loaded")
+    if hp.role == "router":
+        upstreams = plan.router.upstreams
+        up = [u.name for u in upstreams if u.shutdown != "admin"]
+        if up:
+            parts.append(f"BGP {', '.join(up)} Established, advertising {plan.network.prefix}")
+        parts += [f"{u.name} drained" for u in upstreams if u.shutdown == "graceful"]
+        parts += [f"{u.name} shut down as asked" for u in upstreams if u.shutdown == "admin"]
+    return "; ".join(parts)
+
+
 def pf_findings(name: str, found: dict[str, Any]) -> list[Finding]:
     """pf enabled, with the rules of /etc/pf.conf loaded (and nothing installed unloaded)."""
     problems = pf_problems(

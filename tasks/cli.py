@@ -20,7 +20,11 @@ from tasks.render import render_all
 
 
 def _load(path: str) -> Plan:
-    return load(load_inventory(path))
+    """The plan, its warnings said on stderr (they never change the exit status)."""
+    plan = load(load_inventory(path))
+    for line in plan.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return plan
 
 
 def _host(network: object) -> str:
@@ -105,7 +109,6 @@ RENDERED = ".ownas-rendered"
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    plan = _load(args.inventory)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         print(
@@ -113,6 +116,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    plan = _load(args.inventory)
     record = out / RENDERED
     before = set(record.read_text(encoding="utf-8").split()) if record.is_file() else set()
     written = []

@@ -14,16 +14,18 @@ before anything changed on any host.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import gevent
+from gevent.event import Event
 from gevent.lock import Semaphore
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_state
 
 from tasks import checks, freebsd, operations, preflight, snapshot, ssh
@@ -43,6 +45,9 @@ class Run:
     # Retired hosts left as they are this run (unreadable, or their pre-flight found problems):
     # nothing depends on them, so they do not stop the rest of the network.
     skipped: frozenset[str] = frozenset()
+    # Set once the router's section is prepared: the downstreams' wait for it, so that what a
+    # dry run says comes router first (pyinfra prepares every host at once, in greenlets).
+    router_prepared: Event | None = field(default=None, compare=False)
 
 
 class Refused(PyinfraError):
@@ -81,9 +86,11 @@ def gate() -> None:
     if not path or not Path(path).is_file():
         return
     try:
-        load(load_inventory(path, cwd=Path.cwd()))
+        plan = load(load_inventory(path, cwd=Path.cwd()))
     except InventoryError as error:
         _stop(error.problems, "in the inventory; no host was contacted")
+    for line in plan.warnings:
+        logger.warning(line)
 
 
 def _stop(problems: list[str], where: str) -> NoReturn:
@@ -170,7 +177,27 @@ def _compute(state: Any) -> Run:
         _refuse(problems, "found by the pre-flight; nothing was changed on any host")
     # A retired host left as it is (its read failed) is no failure of the run either.
     state.failed_hosts -= {t for t in targets if host_name(t) in skipped}
-    return Run(plan, files, preflights, frozenset(skipped))
+    state.add_callback_handler(Said(tuple(plan.hosts)))
+    with_router = plan.router.name in {host_name(t) for t in targets}
+    return Run(plan, files, preflights, frozenset(skipped), Event() if with_router else None)
+
+
+class Said(BaseStateCallback):
+    """A run that went through ends with one line per host it deployed, saying it converged
+    and what that proved. pyinfra disconnects from every host after its results table, at the
+    very end; a run that failed stops before that stage and ends with its errors instead."""
+
+    def __init__(self, order: tuple[str, ...]) -> None:
+        self.order = order
+        self.said = False
+
+    def host_disconnect(self, state: Any, host: Any) -> None:
+        if self.said or state.current_stage != StateStage.Disconnect or state.failed_hosts:
+            return
+        self.said = True
+        lines = operations.said_at_the_end(state)
+        for name in (n for n in self.order if n in lines):
+            logger.info(lines[name])
 
 
 def _gather(target: Any, reads: Any) -> Any:
@@ -252,8 +279,17 @@ def _router_side(
     return checks.router_side(plan, alone, found, files[router][freebsd.PF_CONF])
 
 
-@deploy("Router")
 def router(run: Run) -> None:
+    """The router's section; the downstreams' sections are prepared after it (``barrier``)."""
+    try:
+        _router(run)
+    finally:
+        if run.router_prepared is not None:
+            run.router_prepared.set()
+
+
+@deploy("Router")
+def _router(run: Run) -> None:
     _apply(run, run.plan.router.name)
 
 
@@ -262,7 +298,9 @@ def downstream(run: Run, name: str) -> None:
     _apply(run, name)
 
 
-def barrier() -> None:
+def barrier(run: Run) -> None:
+    if this_host() != run.plan.router.name and run.router_prepared is not None:
+        run.router_prepared.wait()
     operations.barrier(
         reason="the router is applied and verified before any downstream starts",
         name="Barrier: router before downstreams",
@@ -320,6 +358,7 @@ def _apply(run: Run, name: str) -> None:
         check=checks.checker(plan, hp, pre),
         timeout=plan.network.check_timeout,
         restored_before=pre.restored,
+        proven=checks.proven(plan, hp, pre),
         name="Check convergence",
     )
 

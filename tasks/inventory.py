@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sysconfig
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,31 @@ def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
         with ctx_state.use(State()):
             return make_inventory(str(path), cwd=str(cwd or os.getcwd()))
     except UnexpectedExternalError as error:
-        raise InventoryError([f"{error.filename}: cannot be loaded: {error.exception}"]) from None
+        raise InventoryError([_cannot_load(error.exception, error.filename)]) from None
     except (CliError, SyntaxError, TypeError, ValueError) as error:
-        raise InventoryError([f"{path}: cannot be loaded: {error}"]) from None
+        raise InventoryError([_cannot_load(error, str(path))]) from None
     finally:
         pyinfra_logger.setLevel(level)
+
+
+def _cannot_load(error: BaseException, filename: str) -> str:
+    """One line naming the file and line at fault, as the user wrote them: the innermost frame
+    outside Python's and pyinfra's own code (the lab's inventory runs the real one: its line)."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{_shown(error.filename)}:{error.lineno}: cannot be loaded: {error.msg}"
+    libraries = {Path(sysconfig.get_paths()[key]) for key in ("stdlib", "purelib", "platlib")}
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith("<")
+        and not any(Path(frame.filename).is_relative_to(lib) for lib in libraries)
+    ]
+    where = f"{_shown(frames[-1].filename)}:{frames[-1].lineno}" if frames else _shown(filename)
+    reason = f"{type(error).__name__}: {error}" if frames else str(error)
+    return f"{where}: cannot be loaded: {reason}"
+
+
+def _shown(filename: str) -> str:
+    """A file as the user would name it: relative to the current directory when inside it."""
+    path = Path(filename).absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else filename

@@ -40,15 +40,22 @@ class InventoryError(Exception):
 
 
 class Problems:
-    """Collects problems so that every one is reported at once."""
+    """Collects problems so that every one is reported at once, and warnings: what ownas
+    builds as asked but an operator should look at (they never stop a run)."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.warnings: list[str] = []
 
     def add(self, where: str, message: str) -> None:
         line = f"{where}: {message}"
         if line not in self.lines:
             self.lines.append(line)
+
+    def warn(self, where: str, message: str) -> None:
+        line = f"{where}: {message}"
+        if line not in self.warnings:
+            self.warnings.append(line)
 
     def about(self, where: str) -> bool:
         """Whether a problem was already reported for ``where`` (so a follow-on is noise)."""

@@ -47,6 +47,7 @@ from tasks.facts import (
     route_matches,
     tunnel_drift,
 )
+from tasks.model import host_name
 from tasks.plan import Route, Tunnel
 from tasks.snapshot import SYSCTLS, changed, read, recorded
 
@@ -421,9 +422,11 @@ def converged(
     timeout: int,
     restored_before: str | None = None,
     interval: float = 5.0,
+    proven: str = "",
 ):
     """Wait (bounded) until ``check()`` finds nothing wrong; then stop, or fail naming each
-    problem on its own line. Warnings are shown but do not fail the host.
+    problem on its own line. Warnings are shown but do not fail the host. A host that converged
+    is said, with ``proven``, in one line at the end of the run (``said_at_the_end``).
 
     Runs only when executing: before the changes are applied there is nothing to prove.
     """
@@ -432,6 +435,11 @@ def converged(
         return
     findings, waited = _poll(check, timeout, interval)
     failures = _report(findings)
+    if not failures:
+        warnings = len(findings)
+        also = f" ({warnings} warning{'s' * (warnings > 1)} above)" if warnings else ""
+        name = host_name(host)
+        said_at_the_end(state)[name] = f"{name}: converged{also}: {proven}"
     if failures:
         if any(f.waitable for f in findings if not f.warning):
             message = f"{len(failures)} check(s) did not converge within {timeout} s"
@@ -455,6 +463,13 @@ def converged(
         yield freebsd.confirm_run()
         return
     host.noop("converged")
+
+
+def said_at_the_end(state: Any) -> dict[str, str]:
+    """The line for each host that converged, which the run ends with (tasks.deploy.Said)."""
+    if not hasattr(state, "ownas_converged"):
+        state.ownas_converged = {}
+    return state.ownas_converged
 
 
 def _report(findings: list[Finding]) -> list[str]:

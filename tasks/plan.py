@@ -8,7 +8,7 @@ so adding or removing a downstream never renumbers another one's tunnel.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from netaddr import IPAddress, IPNetwork
@@ -143,6 +143,9 @@ class HostPlan:
 class Plan:
     network: Network
     hosts: dict[str, HostPlan]
+    # What the inventory asks that ownas builds but an operator should look at (a tunnel
+    # endpoint in a documentation range): printed by ``ownas check`` and before a deploy.
+    warnings: tuple[str, ...] = ()
 
     @property
     def router(self) -> Router:
@@ -366,7 +369,7 @@ def load(inventory: Any) -> Plan:
         check(network, problems)
     problems.raise_if_any()
     assert network is not None
-    return plan(network)
+    return replace(plan(network), warnings=tuple(problems.warnings))
 
 
 # --- checks that relate fields -------------------------------------------------------------
@@ -382,6 +385,7 @@ def check(network: Network, problems: Problems) -> None:
     _check_rpki(network, problems)
     _check_downstreams(network, problems)
     _check_interfaces(network, problems)
+    _check_endpoints(network, problems)
 
 
 def _check_prefix(network: Network, problems: Problems) -> None:
@@ -693,6 +697,70 @@ def _check_interfaces(network: Network, problems: Problems) -> None:
             _claim(local, downstream.lan.interface, "the LAN", f"{name}.lan.interface", problems)
         if downstream.interface is not None and not downstream.interface.startswith("gif"):
             problems.add(f"{name}.interface", f"{downstream.interface!r} is not a gif interface")
+
+
+# IPv4 ranges a tunnel's outer address should not be in, from IANA's IPv4 Special-Purpose
+# Address Registry (RFC 6890): what each is, and whether the example inventory and the lab use it.
+# The unspecified, loopback and multicast addresses are refused outright (tasks.fields).
+SPECIAL_IPV4 = (
+    (IPNetwork("0.0.0.0/8"), "in 'this network' (RFC 791)", False),
+    (IPNetwork("10.0.0.0/8"), "a private address (RFC 1918)", False),
+    (IPNetwork("100.64.0.0/10"), "in carrier-grade NAT's shared space (RFC 6598)", False),
+    (IPNetwork("169.254.0.0/16"), "link-local (RFC 3927)", False),
+    (IPNetwork("172.16.0.0/12"), "a private address (RFC 1918)", False),
+    (IPNetwork("192.0.0.0/24"), "in the IETF protocol assignments (RFC 6890)", False),
+    (IPNetwork("192.0.2.0/24"), "a documentation address (RFC 5737)", True),
+    (IPNetwork("192.168.0.0/16"), "a private address (RFC 1918)", False),
+    (IPNetwork("198.18.0.0/15"), "a benchmarking address (RFC 2544)", False),
+    (IPNetwork("198.51.100.0/24"), "a documentation address (RFC 5737)", True),
+    (IPNetwork("203.0.113.0/24"), "a documentation address (RFC 5737)", True),
+    (IPNetwork("240.0.0.0/4"), "reserved (RFC 1112)", False),
+)
+
+
+def special_ipv4(address: IPAddress) -> tuple[str, bool] | None:
+    """What ``address`` is if it is not a public unicast address: (what, example-only)."""
+    return next(((what, ex) for net, what, ex in SPECIAL_IPV4 if address in net), None)
+
+
+def _check_endpoints(network: Network, problems: Problems) -> None:
+    """Warn (never refuse) about tunnel outer addresses the Internet does not route: a
+    documentation address is right for the example inventory and the lab; a private one works
+    only where both ends share that network."""
+    router = network.router
+    far_ends = [
+        (f"{router.name}.upstreams[{u.name}].tunnel.endpoint", u.tunnel.endpoint)
+        for u in router.upstreams
+        if u.tunnel is not None
+    ] + [(f"{d.name}.endpoint", d.endpoint) for d in network.downstreams]
+    if router.wan is not None and router.wan.ipv4 is not None and far_ends:
+        special = special_ipv4(router.wan.ipv4.ip)
+        if special is not None:
+            problems.warn(
+                f"{router.name}.wan.ipv4",
+                f"{router.wan.ipv4.ip} is {special[0]}, and every tunnel starts from it: "
+                + _unrouted(
+                    special[1],
+                    "tunnels work only if their far ends reach it on a network they share",
+                ),
+            )
+    for where, address in far_ends:
+        special = special_ipv4(address) if address is not None else None
+        if special is not None:
+            problems.warn(
+                where,
+                f"{address} is {special[0]}: "
+                + _unrouted(
+                    special[1],
+                    f"the tunnel works only if {router.name} reaches it on a network both share",
+                ),
+            )
+
+
+def _unrouted(example: bool, otherwise: str) -> str:
+    if example:
+        return "not routed on the Internet; right for the example inventory and the lab only"
+    return f"not routed on the Internet; {otherwise}"
 
 
 def _claim(

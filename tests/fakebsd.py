@@ -903,6 +903,7 @@ HANDLERS: list[tuple[str, Any]] = [
 
 def _install(world: World) -> None:
     """Route pyinfra's @fake connector to the world."""
+    import gevent
     from pyinfra.connectors.fake import FakeConnector
     from pyinfra.connectors.util import CommandOutput, OutputLine
 
@@ -924,7 +925,9 @@ def _install(world: World) -> None:
 
     FakeConnector._lookup_response = lookup  # type: ignore[method-assign]
     FakeConnector.put_file = put_file  # type: ignore[method-assign]
-    FakeConnector._sleep = lambda self: None  # type: ignore[method-assign]
+    # A host's commands take ``fake_delay`` seconds (none unless a test sets it), yielding to
+    # the other hosts' greenlets as a slow link would.
+    FakeConnector._sleep = lambda self: gevent.sleep(float(self.data.get("fake_delay") or 0))  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:

@@ -21,6 +21,16 @@ def check(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_summarises_the_reference_plan():
     result = check()
     assert result.returncode == 0, result.stderr
+    # The example's addresses are documentation ones: warned about, and still exit 0.
+    example = "not routed on the Internet; right for the example inventory and the lab only"
+    assert result.stderr.splitlines() == [
+        "warning: router01.wan.ipv4: 198.51.100.10 is a documentation address (RFC 5737), and "
+        f"every tunnel starts from it: {example}",
+        "warning: router01.upstreams[ifog].tunnel.endpoint: 198.51.100.44 is a documentation "
+        f"address (RFC 5737): {example}",
+        f"warning: dcgw01.endpoint: 192.0.2.50 is a documentation address (RFC 5737): {example}",
+        f"warning: vps01.endpoint: 203.0.113.10 is a documentation address (RFC 5737): {example}",
+    ]
     lines = [line.rstrip() for line in result.stdout.splitlines()]
     assert lines[0] == "AS201379  prefix 2a06:9801:1c::/48  link subnet 2a06:9801:1c:ffff::/64"
     expected = [

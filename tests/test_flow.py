@@ -92,7 +92,7 @@ class Lab:
         data = {**self.ref, "inventory": {}}
         for group, hosts in self.ref["inventory"].items():
             data["inventory"][group] = [
-                (f"@fake/{name}", {**values, "fake_delay": 0}) for name, values in hosts
+                (f"@fake/{name}", {"fake_delay": 0, **values}) for name, values in hosts
             ]
         inventory = write(inventory_dir, data)
         before = len(self.world.log)
@@ -428,6 +428,40 @@ def test_the_dry_run_says_which_hosts_would_be_armed(lab: Lab) -> None:
             r"120\) to confirm the change from a new connection",
             result.stderr,
         )
+
+
+def test_the_dry_run_says_the_routers_changes_before_the_downstreams(lab: Lab) -> None:
+    # The router answers slowly (a far-away link): its lines still come first.
+    host(lab.ref, "router01")["fake_delay"] = 0.01
+    result, _log = lab.deploy("--dry")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "will run:" in line]
+    hosts = [re.search(r"\[@fake/(\w+)\]", line).group(1) for line in said]
+    assert hosts == sorted(hosts, key=["router01", "vps01"].index), said
+    assert hosts.count("router01") > 10 and hosts.count("vps01") > 10
+
+
+def test_a_deploy_ends_with_one_line_per_host_saying_it_converged(lab: Lab) -> None:
+    result, _log = lab.deploy("-y")
+    assert result.returncode == 0, result.stderr
+    end = result.stderr.rstrip().splitlines()[-2:]
+    assert [line.strip() for line in end] == [
+        "router01: converged (1 warning above): tunnels gif0, gif1, gre0 up; 3 routes in place; "
+        "pf rules loaded; BGP ifog, lagrange Established, advertising 2a06:9801:1c::/48",
+        "vps01: converged: tunnel gif0 up; 8 routes in place; pf rules loaded",
+    ]
+    assert "(unmanaged dcgw01: is its side configured? see its settings.txt): no reply" in (
+        result.stderr
+    )
+    # The inventory's warnings are said once, before connecting, and fail nothing.
+    before = result.stderr.split("--> Connecting to hosts")[0]
+    assert before.count("vps01.endpoint: 203.0.113.10 is a documentation address (RFC 5737)") == 1
+    assert result.stderr.count("is a documentation address") == 4
+    # A rerun that changes nothing ends the same way; a dry run proves nothing, and says so.
+    result, _log = lab.deploy("-y")
+    assert result.stderr.rstrip().splitlines()[-2:] == end
+    result, _log = lab.deploy("--dry")
+    assert "converged" not in result.stderr
 
 
 def test_a_preflight_problem_on_any_host_changes_nothing_anywhere(lab: Lab) -> None:

@@ -527,18 +527,59 @@ def test_cli_names_a_missing_inventory(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_reports_a_python_error_in_the_inventory_without_traceback(tmp_path):
-    (tmp_path / "inventory.py").write_text("routers = [(\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "check"],
-        cwd=tmp_path,
+def _check_in(directory, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "check", *args],
+        cwd=directory,
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
+
+
+def test_cli_reports_a_python_error_in_the_inventory_with_its_line_and_no_traceback(tmp_path):
+    (tmp_path / "inventory.py").write_text("# hosts\nrouters = [(\n")
+    result = _check_in(tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith("inventory.py: cannot be loaded:")
+    assert result.stderr.splitlines() == [
+        "inventory.py:2: cannot be loaded: '(' was never closed",
+        "1 problem in the inventory",
+    ]
     assert "Traceback" not in result.stderr
+
+
+def test_a_name_error_names_the_file_and_line_the_user_wrote(ref, tmp_path):
+    inventory = write(tmp_path, ref)
+    lines = inventory.read_text().splitlines()
+    lines.insert(0, "extra = [undefined_helper()]")
+    inventory.write_text("\n".join(lines) + "\n")
+    result = _check_in(tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "inventory.py:1: cannot be loaded: NameError: name 'undefined_helper' is not defined",
+        "1 problem in the inventory",
+    ]
+    # An inventory that runs this one (the lab's does, by runpy) names this file, not its own.
+    wrapper = tmp_path / "lab" / "inventory.py"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"import runpy\n\n_source = runpy.run_path({str(inventory)!r})\n")
+    result = _check_in(tmp_path / "lab", "--inventory", "inventory.py")
+    assert result.stderr.splitlines()[0] == (
+        f"{inventory}:1: cannot be loaded: NameError: name 'undefined_helper' is not defined"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_group_data_error_names_its_file_and_line(ref, tmp_path):
+    write(tmp_path, ref)
+    with open(tmp_path / "group_data" / "all.py", "a") as all_py:
+        all_py.write("trusted_sources = trusted + ['192.0.2.1']\n")
+    count = len((tmp_path / "group_data" / "all.py").read_text().splitlines())
+    result = _check_in(tmp_path)
+    assert result.stderr.splitlines() == [
+        f"group_data/all.py:{count}: cannot be loaded: NameError: name 'trusted' is not defined",
+        "1 problem in the inventory",
+    ]
 
 
 # --- what FreeBSD cannot do, and the downstreams' new fields -------------------------------
@@ -673,3 +714,21 @@ def test_a_typo_in_group_data_all_is_reported_once_naming_the_file(ref, problems
     assert [p for p in problems_for(ref) if "trusted_source:" in p] == [
         "group_data/all.py: trusted_source: unknown field (did you mean trusted_sources?)"
     ]
+
+
+def test_tunnel_endpoints_the_internet_does_not_route_are_warned_about_not_refused(ref, plan_for):
+    host(ref, "router01")["wan"].update(ipv4="100.64.0.10/24", ipv4_gateway="100.64.0.1")
+    host(ref, "router01")["extra_bgp_peers"] = []
+    host(ref, "vps01")["ssh_hostname"] = "10.20.30.40"
+    ref["all"]["unmanaged_downstreams"][0]["endpoint"] = "8.8.4.4"  # a public one: no warning
+    upstream(ref, "ifog")["tunnel"]["endpoint"] = "198.18.0.1"
+    otherwise = "the tunnel works only if router01 reaches it on a network both share"
+    assert plan_for(ref).warnings == (
+        "router01.wan.ipv4: 100.64.0.10 is in carrier-grade NAT's shared space (RFC 6598), and "
+        "every tunnel starts from it: not routed on the Internet; tunnels work only if their far "
+        "ends reach it on a network they share",
+        "router01.upstreams[ifog].tunnel.endpoint: 198.18.0.1 is a benchmarking address "
+        f"(RFC 2544): not routed on the Internet; {otherwise}",
+        f"vps01.endpoint: 10.20.30.40 is a private address (RFC 1918): not routed on the "
+        f"Internet; {otherwise}",
+    )
