@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,16 @@ def pytest_report_header() -> str:
     vtysh = subprocess.run([str(debian13.BIN / "vtysh"), "-h"], capture_output=True, text=True)
     shell = next((line for line in vtysh.stdout.splitlines() if "version" in line), "?")
     return f"FRR: {debian13.version()}; vtysh: {shell.strip()} ({debian13.ROOT})"
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ownas as `pip install .` installs it: the wheel built from this folder (build isolation,
+    as pip does for a user)."""
+    wheels = tmp_path_factory.mktemp("wheels")
+    build = ["pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(inventories.ROOT)]
+    subprocess.run([sys.executable, "-m", *build], check=True, capture_output=True, timeout=600)
+    return next(wheels.glob("ownas-*.whl"))
 
 
 @pytest.fixture(scope="session")

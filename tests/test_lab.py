@@ -227,6 +227,41 @@ def test_a_second_run_changes_nothing_and_resets_no_session(lab: Lab) -> None:
     assert established(status.gather(lab)) == before
 
 
+def test_a_fresh_venv_with_the_wheel_deploys_from_a_folder_of_its_own(
+    lab: Lab, wheel: Path, tmp_path: Path
+) -> None:
+    """`pip install ownas-*.whl` into a new venv (not editable; its dependencies from the
+    index, as a user's are), then, from a folder holding only deploy.py and config.py (no
+    tasks/, no templates/): check, render and deploy to the lab with that venv's commands."""
+    venv, folder = tmp_path / "venv", tmp_path / "operator"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, str(wheel)], check=True, capture_output=True, timeout=900)
+    folder.mkdir()
+    for name in ("deploy.py", "config.py"):
+        shutil.copy(ROOT / name, folder)
+    env = {"PATH": f"{venv / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "NO_COLOR": "1"}
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, cwd=folder, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    where = run("python", "-c", "import tasks; print(tasks.__file__)")
+    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr
+    assert run("ownas", "check", "-i", str(lab.inventory)).returncode == 0
+    rendered = run("ownas", "render", "-i", str(lab.inventory), "-o", "out")
+    assert rendered.returncode == 0, rendered.stderr
+    assert (folder / "out" / "router01" / "usr/local/etc/frr/frr.conf").is_file()
+    hashes = files(lab)
+    result = run("pyinfra", str(lab.inventory), "deploy.py", "-y")
+    assert result.returncode == 0, output(result)
+    end = [line.strip() for line in result.stderr.rstrip().splitlines()[-2:]]
+    assert end[0].startswith("router01: converged") and "BGP ifog, lagrange Established" in end[0]
+    assert end[1].startswith("vps01: converged: tunnel gif0 up;"), end
+    assert files(lab) == hashes
+
+
 def vtysh_json(lab: Lab, command: str) -> dict[str, Any]:
     return json.loads(lab.vtysh("router01", command).stdout)
 
