@@ -60,7 +60,8 @@ bench: deps
 	$(BIN)/python -m tasks.lab.bench
 
 # Regenerate the golden files after an intended change, then review the diff line by line
-# against shared/reference/reference-network.md and update tests/golden/REVIEW.md.
+# against the reference (docs/reference-network.md; tests/golden/REVIEW.md quotes the original
+# write-up) and update tests/golden/REVIEW.md.
 golden: $(BIN)/ownas
 	rm -rf tests/golden/router01 tests/golden/vps01 tests/golden/dcgw01
 	$(BIN)/ownas render -o tests/golden

@@ -3,7 +3,8 @@
     pyinfra inventory.py deploy.py --dry --diff    # every file change and reload, nothing done
     pyinfra inventory.py deploy.py                 # apply, then prove the network converged
 
-The router is applied and verified first; then each downstream. See README.md, "Deploying".
+The router is applied and verified first; then each downstream. See README.md, "Operating the
+network".
 """
 
 from pyinfra import state

@@ -58,7 +58,11 @@ def _ipv6_default(name: str, hp: HostPlan, found: dict[str, str] | None) -> list
 
 
 def _ping(label: str, reply: bool, *, warning: bool = False) -> list[Finding]:
-    return [] if reply else [Finding(f"{label}: no reply", waitable=not warning, warning=warning)]
+    return [] if reply else [Finding(_no_reply(label), waitable=not warning, warning=warning)]
+
+
+def _no_reply(label: str) -> str:
+    return f"{label}: no reply"
 
 
 def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) -> list[Finding]:
@@ -96,12 +100,19 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
     return findings
 
 
-def proven(plan: Plan, hp: HostPlan, pre: Preflight) -> str:
-    """What ``evaluate`` finding nothing wrong proves about host ``hp``, in a few words: the
-    deploy's last line for the host."""
+def proven(plan: Plan, hp: HostPlan, pre: Preflight, findings: list[Finding]) -> str:
+    """What ``evaluate`` finding no failure (``findings``: its warnings) proves about host
+    ``hp``, in a few words: the deploy's last line for the host. Only what was checked: a tunnel
+    up as planned, a far end that answered, the routes, pf, the sessions."""
     tunnels = [t.interface for t in hp.tunnels if t.interface not in pre.deferred_tunnels]
     routes = len(hp.routes) + len(hp.fib_routes)
-    parts = [f"tunnel{'s' * (len(tunnels) > 1)} {', '.join(tunnels)} up"] if tunnels else []
+    said = {f.line for f in findings}
+    answered = [p.proves for p in pings(plan, hp, pre) if _no_reply(p.label) not in said]
+    parts = ["retired"] if hp.role == "retired" else []
+    if tunnels:
+        parts.append(f"tunnel{'s' * (len(tunnels) > 1)} {', '.join(tunnels)} up as planned")
+    if answered:
+        parts.append(", ".join(answered))
     if pre.retired_tunnels:
         parts.append(f"{', '.join(pre.retired_tunnels)} gone")
     if routes:
@@ -115,7 +126,8 @@ def proven(plan: Plan, hp: HostPlan, pre: Preflight) -> str:
         up = [u.name for u in upstreams if u.shutdown != "admin"]
         if up:
             parts.append(f"BGP {', '.join(up)} Established, advertising {plan.network.prefix}")
-        parts += [f"{u.name} drained" for u in upstreams if u.shutdown == "graceful"]
+        # A drained session is judged as any other; what it sends is frr.conf's business.
+        parts += [f"{u.name} in graceful shutdown" for u in upstreams if u.shutdown == "graceful"]
         parts += [f"{u.name} shut down as asked" for u in upstreams if u.shutdown == "admin"]
     return "; ".join(parts)
 
@@ -236,6 +248,7 @@ class Ping:
     key: tuple[str, str | None, int]  # address, source, fib (facts.Pings)
     label: str
     warning: bool = False
+    proves: str = ""  # what a reply proves, in ``proven``'s words
 
 
 def pings(plan: Plan, hp: HostPlan, pre: Preflight) -> list[Ping]:
@@ -248,8 +261,9 @@ def pings(plan: Plan, hp: HostPlan, pre: Preflight) -> list[Ping]:
         if tunnel.interface in pre.deferred_tunnels:
             continue
         peer, through = str(tunnel.peer), f"ping {tunnel.peer} through {tunnel.interface}"
+        answers = f"{tunnel.far_end} answers through {tunnel.interface}"
         if hp.role == "router" and tunnel.role == "upstream":
-            wanted.append(Ping((peer, None, 0), f"{name}: {through}"))
+            wanted.append(Ping((peer, None, 0), f"{name}: {through}", proves=answers))
         elif hp.role == "router" and plan.network.downstream(tunnel.far_end).pending:
             continue  # not configured yet on its side (pending): nothing to answer
         elif hp.role == "router" and not _proven_from_far_end(plan, tunnel):
@@ -259,6 +273,7 @@ def pings(plan: Plan, hp: HostPlan, pre: Preflight) -> list[Ping]:
                     f"{name}: {through} (unmanaged {tunnel.far_end}: is its side configured? "
                     "see its settings.txt)",
                     warning=True,
+                    proves=answers,
                 )
             )
         elif hp.role == "downstream":
@@ -267,11 +282,13 @@ def pings(plan: Plan, hp: HostPlan, pre: Preflight) -> list[Ping]:
                 Ping(
                     (peer, str(tunnel.address), tunnel.fib),
                     f"{name}: {through} in FIB {tunnel.fib}",
+                    proves=f"{answers} in FIB {tunnel.fib}",
                 ),
                 Ping(
                     (peer, source, tunnel.fib),
                     f"{name}: traffic from {source} does not leave through {tunnel.interface} "
                     f"(ping {tunnel.peer} from it in FIB {tunnel.fib})",
+                    proves=f"also from {source}",
                 ),
             ]
     return wanted

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -178,7 +179,12 @@ def _compute(state: Any) -> Run:
     # A retired host left as it is (its read failed) is no failure of the run either.
     state.failed_hosts -= {t for t in targets if host_name(t) in skipped}
     state.add_callback_handler(Said(tuple(plan.hosts)))
-    with_router = plan.router.name in {host_name(t) for t in targets}
+    # Waiting is safe only when every host's deploy.py runs at once: pyinfra reads them in its
+    # pool, and a pool smaller than the hosts (--parallel N) could be full of waiting
+    # downstreams before the router's turn comes.
+    hosts = len(state.inventory.get_active_hosts())
+    at_once = state.pool.size is None or state.pool.size >= hosts
+    with_router = plan.router.name in {host_name(t) for t in targets} and at_once
     return Run(plan, files, preflights, frozenset(skipped), Event() if with_router else None)
 
 
@@ -218,14 +224,16 @@ def _require_safety(state: Any) -> None:
     stops for an unreachable host or a failed router. deploy.py is read after pyinfra
     connected and before any operation runs, so stopping here changes nothing anywhere.
     """
-    project = Path(__file__).resolve().parent.parent
+    # deploy.py's own folder, which holds config.py beside it (this project, or an operator's
+    # folder with copies of the two and an installed ownas).
+    folder = Path(state.current_deploy_filename or "deploy.py").resolve().parent
     started = "in how pyinfra was started; nothing was changed on any host"
     if not ssh.in_force(state):
         _refuse(
             [
                 f"ownas's config.py was not read (pyinfra reads it from the current directory "
-                f"only), so nothing would stop a half-done run: cd {project} and run pyinfra "
-                "from there"
+                f"only), so nothing would stop a half-done run: cd {folder}, which holds "
+                "deploy.py and config.py, and run pyinfra from there"
             ],
             started,
         )
@@ -358,7 +366,7 @@ def _apply(run: Run, name: str) -> None:
         check=checks.checker(plan, hp, pre),
         timeout=plan.network.check_timeout,
         restored_before=pre.restored,
-        proven=checks.proven(plan, hp, pre),
+        proven=partial(checks.proven, plan, hp, pre),
         name="Check convergence",
     )
 

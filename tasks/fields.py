@@ -34,6 +34,16 @@ Parser = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
+class SpecialIPv4:
+    """An IPv4 range the Internet does not route, and what it is (bogons.toml)."""
+
+    network: IPNetwork
+    what: str
+    never: bool = False  # no unicast destination at all
+    example: bool = False  # documentation: the example inventory's and the lab's
+
+
+@dataclass(frozen=True)
 class Bogons:
     """The bogon lists in ``tasks/data/bogons.toml`` with their provenance."""
 
@@ -42,7 +52,7 @@ class Bogons:
     ipv6_date: str
     global_unicast: IPNetwork
     shortest: int  # prefixes shorter than this are refused
-    ipv4: tuple[IPNetwork, ...]
+    ipv4: tuple[SpecialIPv4, ...]
     asn_ranges: tuple[tuple[int, int, str], ...]
     asn_source: str
     asn_date: str
@@ -57,7 +67,10 @@ def bogons() -> Bogons:
         ipv6_date=raw["ipv6"]["date"],
         global_unicast=IPNetwork(raw["ipv6"]["global_unicast"]),
         shortest=raw["ipv6"]["shortest"],
-        ipv4=tuple(IPNetwork(p) for p in raw["ipv4"]["prefixes"]),
+        ipv4=tuple(
+            SpecialIPv4(IPNetwork(p.pop("prefix")), **p)
+            for p in (dict(entry) for entry in raw["ipv4"]["prefixes"])
+        ),
         asn_ranges=tuple((r["first"], r["last"], r["what"]) for r in raw["asn"]["ranges"]),
         asn_source=raw["asn"]["source"],
         asn_date=raw["asn"]["date"],
@@ -165,11 +178,21 @@ def _address(value: Any) -> IPAddress:
     # First: netaddr counts :: and ::1 as IPv4-compatible addresses.
     if address.value == 0 or address.is_loopback() or address.is_multicast():
         raise ValueError(f"{text!r} cannot be used here (unspecified, loopback or multicast)")
+    never = special_ipv4(address)
+    if never is not None and never.never:
+        raise ValueError(f"{text!r} cannot be used here: it is {never.what}")
     if address.version == 6 and (address.is_ipv4_mapped() or address.is_ipv4_compat()):
         raise ValueError(f"{text!r} is an IPv4-mapped address; write the IPv4 address")
     if address.version == 6 and address in IPNetwork("fe80::/10"):
         raise ValueError(f"{text!r} is link-local; ownas needs a global address here")
     return address
+
+
+def special_ipv4(address: IPAddress) -> SpecialIPv4 | None:
+    """The special-purpose range ``address`` is in, if it is IPv4 and not a public address."""
+    if address.version != 4:
+        return None
+    return next((s for s in bogons().ipv4 if address in s.network), None)
 
 
 def _of_family(parse: Parser, version: int, what: str) -> Parser:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import sysconfig
 import traceback
 from pathlib import Path
 from typing import Any
 
+import pyinfra
+import pyinfra_cli
 from pyinfra.api.state import State
 from pyinfra.context import ctx_state
 from pyinfra_cli.exceptions import CliError, UnexpectedExternalError
 from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.util import PYTHON_CODES
 
+import tasks
 from tasks.model import InventoryError
 
 
@@ -35,6 +39,9 @@ def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
     # pyinfra keeps every file it executed compiled, by name: read the files as they are now
     # (a long-lived process, such as the lab's tests, loads an inventory again after an edit).
     PYTHON_CODES.clear()
+    # As pyinfra's command does: an inventory may import its own helpers from there.
+    if str(cwd or os.getcwd()) not in sys.path:
+        sys.path.append(str(cwd or os.getcwd()))
     try:
         # pyinfra executes inventory and group data files with a state in context.
         with ctx_state.use(State()):
@@ -48,20 +55,40 @@ def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
 
 
 def _cannot_load(error: BaseException, filename: str) -> str:
-    """One line naming the file and line at fault, as the user wrote them: the innermost frame
-    outside Python's and pyinfra's own code (the lab's inventory runs the real one: its line)."""
-    if isinstance(error, SyntaxError) and error.filename:
+    """One line naming the file and line at fault, as the user wrote them: below the frame of
+    the file pyinfra executed, the innermost frame outside Python's, pyinfra's and ownas's own
+    code (the lab's inventory runs the real one: its line). An error pyinfra raised about the
+    file's data, after running it, names the file alone."""
+    if isinstance(error, SyntaxError) and error.filename and not error.filename.startswith("<"):
         return f"{_shown(error.filename)}:{error.lineno}: cannot be loaded: {error.msg}"
-    libraries = {Path(sysconfig.get_paths()[key]) for key in ("stdlib", "purelib", "platlib")}
-    frames = [
-        frame
-        for frame in traceback.extract_tb(error.__traceback__)
-        if not frame.filename.startswith("<")
-        and not any(Path(frame.filename).is_relative_to(lib) for lib in libraries)
-    ]
-    where = f"{_shown(frames[-1].filename)}:{frames[-1].lineno}" if frames else _shown(filename)
-    reason = f"{type(error).__name__}: {error}" if frames else str(error)
-    return f"{where}: cannot be loaded: {reason}"
+    executed = Path(filename).resolve()
+    frames = traceback.extract_tb(error.__traceback__)
+    start = next((i for i, f in enumerate(frames) if _same(f.filename, executed)), None)
+    ours = [f for f in frames[start:] if not _library(f.filename)] if start is not None else []
+    if not ours:
+        return f"{_shown(filename)}: cannot be loaded: {error}"
+    where = f"{_shown(ours[-1].filename)}:{ours[-1].lineno}"
+    return f"{where}: cannot be loaded: {type(error).__name__}: {error}"
+
+
+def _same(name: str, path: Path) -> bool:
+    return not name.startswith("<") and Path(name).resolve() == path
+
+
+# Code that is not the user's: Python's own, installed packages, pyinfra and ownas.
+_LIBRARIES = tuple(
+    Path(p).resolve()
+    for p in (
+        *(sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")),
+        *(Path(m.__file__).parent for m in (pyinfra, pyinfra_cli, tasks)),
+    )
+)
+
+
+def _library(name: str) -> bool:
+    return name.startswith("<") or any(
+        Path(name).resolve().is_relative_to(lib) for lib in _LIBRARIES
+    )
 
 
 def _shown(filename: str) -> str:

@@ -422,11 +422,12 @@ def converged(
     timeout: int,
     restored_before: str | None = None,
     interval: float = 5.0,
-    proven: str = "",
+    proven: Callable[[list[Finding]], str] | None = None,
 ):
     """Wait (bounded) until ``check()`` finds nothing wrong; then stop, or fail naming each
     problem on its own line. Warnings are shown but do not fail the host. A host that converged
-    is said, with ``proven``, in one line at the end of the run (``said_at_the_end``).
+    is said in one line at the end of the run (``said_at_the_end``): what ``proven`` makes of
+    the warnings it found.
 
     Runs only when executing: before the changes are applied there is nothing to prove.
     """
@@ -439,7 +440,8 @@ def converged(
         warnings = len(findings)
         also = f" ({warnings} warning{'s' * (warnings > 1)} above)" if warnings else ""
         name = host_name(host)
-        said_at_the_end(state)[name] = f"{name}: converged{also}: {proven}"
+        what = f": {proven(findings)}" if proven is not None else ""
+        said_at_the_end(state)[name] = f"{name}: converged{also}{what}"
     if failures:
         if any(f.waitable for f in findings if not f.warning):
             message = f"{len(failures)} check(s) did not converge within {timeout} s"

@@ -699,68 +699,76 @@ def _check_interfaces(network: Network, problems: Problems) -> None:
             problems.add(f"{name}.interface", f"{downstream.interface!r} is not a gif interface")
 
 
-# IPv4 ranges a tunnel's outer address should not be in, from IANA's IPv4 Special-Purpose
-# Address Registry (RFC 6890): what each is, and whether the example inventory and the lab use it.
-# The unspecified, loopback and multicast addresses are refused outright (tasks.fields).
-SPECIAL_IPV4 = (
-    (IPNetwork("0.0.0.0/8"), "in 'this network' (RFC 791)", False),
-    (IPNetwork("10.0.0.0/8"), "a private address (RFC 1918)", False),
-    (IPNetwork("100.64.0.0/10"), "in carrier-grade NAT's shared space (RFC 6598)", False),
-    (IPNetwork("169.254.0.0/16"), "link-local (RFC 3927)", False),
-    (IPNetwork("172.16.0.0/12"), "a private address (RFC 1918)", False),
-    (IPNetwork("192.0.0.0/24"), "in the IETF protocol assignments (RFC 6890)", False),
-    (IPNetwork("192.0.2.0/24"), "a documentation address (RFC 5737)", True),
-    (IPNetwork("192.168.0.0/16"), "a private address (RFC 1918)", False),
-    (IPNetwork("198.18.0.0/15"), "a benchmarking address (RFC 2544)", False),
-    (IPNetwork("198.51.100.0/24"), "a documentation address (RFC 5737)", True),
-    (IPNetwork("203.0.113.0/24"), "a documentation address (RFC 5737)", True),
-    (IPNetwork("240.0.0.0/4"), "reserved (RFC 1112)", False),
-)
-
-
-def special_ipv4(address: IPAddress) -> tuple[str, bool] | None:
-    """What ``address`` is if it is not a public unicast address: (what, example-only)."""
-    return next(((what, ex) for net, what, ex in SPECIAL_IPV4 if address in net), None)
+UNROUTED = "not routed on the Internet"
 
 
 def _check_endpoints(network: Network, problems: Problems) -> None:
-    """Warn (never refuse) about tunnel outer addresses the Internet does not route: a
-    documentation address is right for the example inventory and the lab; a private one works
-    only where both ends share that network."""
+    """Warn (never refuse) about tunnel outer addresses the Internet does not route
+    (bogons.toml's IPv4 list), unless on the router's own WAN subnet, which both ends share: a
+    documentation address is right for the example inventory and the lab only; elsewhere the
+    far end must be written as the router reaches it, and a managed downstream, whose endpoint
+    is its own tunnel source too, cannot be behind NAT: gif runs only with a local source and
+    takes in only packets whose outer addresses match its pair exactly (sys/netinet/in_gif.c,
+    in_gif_set_running and in_gif_lookup)."""
     router = network.router
-    far_ends = [
-        (f"{router.name}.upstreams[{u.name}].tunnel.endpoint", u.tunnel.endpoint)
-        for u in router.upstreams
-        if u.tunnel is not None
-    ] + [(f"{d.name}.endpoint", d.endpoint) for d in network.downstreams]
-    if router.wan is not None and router.wan.ipv4 is not None and far_ends:
-        special = special_ipv4(router.wan.ipv4.ip)
-        if special is not None:
+    wan = router.wan.ipv4 if router.wan is not None else None
+    example = f"{UNROUTED}; right for the example inventory and the lab only"
+
+    def off_link(address: IPAddress | None) -> fields.SpecialIPv4 | None:
+        if address is None or (wan is not None and address in wan.cidr):
+            return None
+        return fields.special_ipv4(address)
+
+    if wan is not None:
+        special = fields.special_ipv4(wan.ip)
+        remote = any(
+            d.endpoint is not None and d.endpoint not in wan.cidr for d in network.downstreams
+        )
+        if special is not None and remote:
             problems.warn(
                 f"{router.name}.wan.ipv4",
-                f"{router.wan.ipv4.ip} is {special[0]}, and every tunnel starts from it: "
-                + _unrouted(
-                    special[1],
-                    "tunnels work only if their far ends reach it on a network they share",
+                f"{wan.ip} is {special.what}, and every downstream (and settings.txt) gets it as "
+                "its tunnel's far end: "
+                + (
+                    example
+                    if special.example
+                    else f"{UNROUTED}; they reach it only across a "
+                    "network they share, not through NAT"
                 ),
             )
-    for where, address in far_ends:
-        special = special_ipv4(address) if address is not None else None
+    for upstream in router.upstreams:
+        endpoint = upstream.tunnel.endpoint if upstream.tunnel is not None else None
+        special = off_link(endpoint)
         if special is not None:
             problems.warn(
-                where,
-                f"{address} is {special[0]}: "
-                + _unrouted(
-                    special[1],
-                    f"the tunnel works only if {router.name} reaches it on a network both share",
+                f"{router.name}.upstreams[{upstream.name}].tunnel.endpoint",
+                f"{endpoint} is {special.what}: "
+                + (
+                    example
+                    if special.example
+                    else f"{UNROUTED}; write the address {router.name} reaches {upstream.name} at"
                 ),
             )
-
-
-def _unrouted(example: bool, otherwise: str) -> str:
-    if example:
-        return "not routed on the Internet; right for the example inventory and the lab only"
-    return f"not routed on the Internet; {otherwise}"
+    for downstream in network.downstreams:
+        special = off_link(downstream.endpoint)
+        if special is None:
+            continue
+        if special.example:
+            why = example
+        elif downstream.managed:
+            why = (
+                f"{UNROUTED}, and {downstream.name} is the tunnel's source there too: "
+                f"{router.name} must reach it at this very address, across a network both share, "
+                "not through NAT"
+            )
+        else:
+            why = (
+                f"{UNROUTED}; write the address {router.name} reaches it at (its public one if "
+                "it is behind NAT)"
+            )
+        problems.warn(
+            f"{downstream.name}.endpoint", f"{downstream.endpoint} is {special.what}: {why}"
+        )
 
 
 def _claim(

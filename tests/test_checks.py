@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.checks import evaluate, pings
+from tasks.checks import evaluate, pings, proven
 from tasks.facts import Interface
 from tasks.plan import Plan
 from tasks.preflight import Preflight
@@ -263,3 +263,46 @@ def test_a_pending_unmanaged_site_is_not_pinged(ref, plan_for):
     found = converged(plan, "router01")
     found["pings"].pop(("2a06:9801:1c:ffff::4", None, 0), None)
     assert evaluate(plan, router, Preflight(), found) == []
+
+
+def test_what_a_converged_host_proved_is_said_in_one_line(ref, plan_for):
+    plan = plan_for(ref)
+    router01, vps01 = plan.host("router01"), plan.host("vps01")
+    found = converged(plan, "router01")
+    assert proven(plan, router01, Preflight(), evaluate(plan, router01, Preflight(), found)) == (
+        "tunnels gif0, gif1, gre0 up as planned; dcgw01 answers through gif1, ifog answers "
+        "through gre0; 3 routes in place; pf rules loaded; BGP ifog, lagrange Established, "
+        "advertising 2a06:9801:1c::/48"
+    )
+    # An unmanaged site that does not answer is a warning, and not said to answer.
+    found["pings"][("2a06:9801:1c:ffff::4", None, 0)] = False
+    warnings = evaluate(plan, router01, Preflight(), found)
+    assert [f.warning for f in warnings] == [True]
+    assert "dcgw01" not in proven(plan, router01, Preflight(), warnings)
+    assert proven(plan, vps01, Preflight(), []) == (
+        "tunnel gif0 up as planned; router01 answers through gif0 in FIB 1, also from "
+        "2a06:9801:1c:1000::1; 8 routes in place; pf rules loaded"
+    )
+    # What evaluate judges in maintenance: a drained session Established, a closed one down.
+    upstream(ref, "ifog")["shutdown"] = "graceful"
+    upstream(ref, "lagrange")["shutdown"] = "admin"
+    ref["inventory"]["downstreams"] = []
+    ref["inventory"]["retired"] = [
+        (
+            "vps01",
+            {
+                "ssh_hostname": "203.0.113.10",
+                "wan_interface": "vtnet0",
+                "wan_ipv6_gateway": "2001:db8:200::1",
+            },
+        )
+    ]
+    plan = plan_for(ref)
+    assert proven(plan, plan.host("router01"), Preflight(), []) == (
+        "tunnels gif1, gre0 up as planned; dcgw01 answers through gif1, ifog answers through "
+        "gre0; 2 routes in place; pf rules loaded; BGP ifog Established, advertising "
+        "2a06:9801:1c::/48; ifog in graceful shutdown; lagrange shut down as asked"
+    )
+    assert proven(plan, plan.host("vps01"), Preflight(retired_tunnels=("gif0",)), []) == (
+        "retired; gif0 gone; IPv6 default route on vtnet0; pf rules loaded"
+    )

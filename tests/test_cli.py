@@ -25,9 +25,7 @@ def test_check_summarises_the_reference_plan():
     example = "not routed on the Internet; right for the example inventory and the lab only"
     assert result.stderr.splitlines() == [
         "warning: router01.wan.ipv4: 198.51.100.10 is a documentation address (RFC 5737), and "
-        f"every tunnel starts from it: {example}",
-        "warning: router01.upstreams[ifog].tunnel.endpoint: 198.51.100.44 is a documentation "
-        f"address (RFC 5737): {example}",
+        f"every downstream (and settings.txt) gets it as its tunnel's far end: {example}",
         f"warning: dcgw01.endpoint: 192.0.2.50 is a documentation address (RFC 5737): {example}",
         f"warning: vps01.endpoint: 203.0.113.10 is a documentation address (RFC 5737): {example}",
     ]

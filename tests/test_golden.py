@@ -1,7 +1,8 @@
 """Golden files: the reference network renders exactly the reviewed files in tests/golden/.
 
 After an intended change, regenerate with `make golden` and review the diff line by line
-against shared/reference/reference-network.md (tests/golden/REVIEW.md records that review).
+against the reference network (docs/reference-network.md; tests/golden/REVIEW.md quotes the
+original write-up line by line and records that review).
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ def test_a_fresh_venv_with_the_wheel_deploys_from_a_folder_of_its_own(
     assert result.returncode == 0, output(result)
     end = [line.strip() for line in result.stderr.rstrip().splitlines()[-2:]]
     assert end[0].startswith("router01: converged") and "BGP ifog, lagrange Established" in end[0]
-    assert end[1].startswith("vps01: converged: tunnel gif0 up;"), end
+    assert end[1].startswith("vps01: converged: tunnel gif0 up as planned; router01 answers"), end
     assert files(lab) == hashes
 
 
@@ -724,8 +724,8 @@ def test_an_unreachable_host_stops_every_kind_of_run_before_any_change(
     if elsewhere:
         assert (
             f"ownas's config.py was not read (pyinfra reads it from the current directory "
-            f"only), so nothing would stop a half-done run: cd {ROOT} and run pyinfra from "
-            "there" in text
+            f"only), so nothing would stop a half-done run: cd {ROOT}, which holds deploy.py "
+            "and config.py, and run pyinfra from there" in text
         )
     else:
         assert "vps01: cannot connect over SSH" in text

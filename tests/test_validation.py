@@ -570,6 +570,35 @@ def test_a_name_error_names_the_file_and_line_the_user_wrote(ref, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        # pyinfra refuses the data after running the file: the file, no line of ownas's.
+        (
+            'routers = [("router01", None)]\n',
+            "inventory.py: cannot be loaded: 'NoneType' object is not iterable",
+        ),
+        # A syntax error in code the inventory evaluates: the inventory's line that ran it.
+        (
+            'x = 1\ny = eval("1+")\n',
+            "inventory.py:2: cannot be loaded: SyntaxError: invalid syntax (<string>, line 1)",
+        ),
+    ],
+)
+def test_an_error_is_named_where_the_user_can_fix_it(tmp_path, body, line):
+    (tmp_path / "inventory.py").write_text(body)
+    result = _check_in(tmp_path)
+    assert result.stderr.splitlines() == [line, "1 problem in the inventory"]
+
+
+def test_an_inventory_imports_its_own_helpers_as_pyinfra_lets_it(ref, tmp_path):
+    inventory = write(tmp_path, ref)
+    (tmp_path / "sites.py").write_text("VPS = '203.0.113.10'\n")
+    inventory.write_text("from sites import VPS\n" + inventory.read_text())
+    result = _check_in(tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_group_data_error_names_its_file_and_line(ref, tmp_path):
     write(tmp_path, ref)
     with open(tmp_path / "group_data" / "all.py", "a") as all_py:
@@ -716,19 +745,50 @@ def test_a_typo_in_group_data_all_is_reported_once_naming_the_file(ref, problems
     ]
 
 
-def test_tunnel_endpoints_the_internet_does_not_route_are_warned_about_not_refused(ref, plan_for):
-    host(ref, "router01")["wan"].update(ipv4="100.64.0.10/24", ipv4_gateway="100.64.0.1")
+def _endpoints(ref, wan: str, vps01: str, dcgw01: str, ifog: str) -> None:
+    """Put the router's WAN (a /24, its .1 the gateway) and the three far ends elsewhere."""
+    gateway = wan.rsplit(".", 1)[0] + ".1"
+    host(ref, "router01")["wan"].update(ipv4=f"{wan}/24", ipv4_gateway=gateway)
     host(ref, "router01")["extra_bgp_peers"] = []
-    host(ref, "vps01")["ssh_hostname"] = "10.20.30.40"
-    ref["all"]["unmanaged_downstreams"][0]["endpoint"] = "8.8.4.4"  # a public one: no warning
-    upstream(ref, "ifog")["tunnel"]["endpoint"] = "198.18.0.1"
-    otherwise = "the tunnel works only if router01 reaches it on a network both share"
+    host(ref, "vps01")["ssh_hostname"] = vps01
+    ref["all"]["unmanaged_downstreams"][0]["endpoint"] = dcgw01
+    upstream(ref, "ifog")["tunnel"]["endpoint"] = ifog
+
+
+def test_tunnel_endpoints_the_internet_does_not_route_are_warned_about_not_refused(ref, plan_for):
+    _endpoints(ref, "100.64.0.10", vps01="10.20.30.40", dcgw01="192.88.99.1", ifog="198.18.0.1")
     assert plan_for(ref).warnings == (
         "router01.wan.ipv4: 100.64.0.10 is in carrier-grade NAT's shared space (RFC 6598), and "
-        "every tunnel starts from it: not routed on the Internet; tunnels work only if their far "
-        "ends reach it on a network they share",
+        "every downstream (and settings.txt) gets it as its tunnel's far end: not routed on the "
+        "Internet; they reach it only across a network they share, not through NAT",
         "router01.upstreams[ifog].tunnel.endpoint: 198.18.0.1 is a benchmarking address "
-        f"(RFC 2544): not routed on the Internet; {otherwise}",
-        f"vps01.endpoint: 10.20.30.40 is a private address (RFC 1918): not routed on the "
-        f"Internet; {otherwise}",
+        "(RFC 2544): not routed on the Internet; write the address router01 reaches ifog at",
+        "dcgw01.endpoint: 192.88.99.1 is the deprecated 6to4 relay anycast (RFC 7526): not routed "
+        "on the Internet; write the address router01 reaches it at (its public one if it is "
+        "behind NAT)",
+        "vps01.endpoint: 10.20.30.40 is a private address (RFC 1918): not routed on the "
+        "Internet, and vps01 is the tunnel's source there too: router01 must reach it at this "
+        "very address, across a network both share, not through NAT",
     )
+
+
+def test_a_private_network_the_router_s_wan_shares_is_no_warning(ref, plan_for):
+    # Every far end on the router's own (private) WAN subnet: both ends share it, nothing to say.
+    _endpoints(ref, "10.1.0.10", vps01="10.1.0.20", dcgw01="10.1.0.30", ifog="10.1.0.40")
+    assert plan_for(ref).warnings == ()
+    # Public addresses everywhere: nothing either.
+    _endpoints(ref, "8.8.4.10", vps01="9.9.9.20", dcgw01="9.9.9.30", ifog="9.9.9.40")
+    assert plan_for(ref).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("address", "what"),
+    [
+        ("0.1.2.3", "in 'this network' (RFC 791)"),
+        ("240.0.0.1", "reserved (RFC 1112; with the limited broadcast address)"),
+        ("255.255.255.255", "reserved (RFC 1112; with the limited broadcast address)"),
+    ],
+)
+def test_an_address_that_is_never_a_destination_is_refused(ref, problems_for, address, what):
+    ref["all"]["unmanaged_downstreams"][0]["endpoint"] = address
+    assert problems_for(ref) == [f"dcgw01.endpoint: {address!r} cannot be used here: it is {what}"]
