@@ -103,14 +103,14 @@ def evaluate(plan: Plan, hp: HostPlan, pre: Preflight, found: dict[str, Any]) ->
 def proven(plan: Plan, hp: HostPlan, pre: Preflight, findings: list[Finding]) -> str:
     """What ``evaluate`` finding no failure (``findings``: its warnings) proves about host
     ``hp``, in a few words: the deploy's last line for the host. Only what was checked: a tunnel
-    up as planned, a far end that answered, the routes, pf, the sessions."""
+    configured and up as planned, a far end that answered, the routes, pf, the sessions."""
     tunnels = [t.interface for t in hp.tunnels if t.interface not in pre.deferred_tunnels]
     routes = len(hp.routes) + len(hp.fib_routes)
     said = {f.line for f in findings}
     answered = [p.proves for p in pings(plan, hp, pre) if _no_reply(p.label) not in said]
     parts = ["retired"] if hp.role == "retired" else []
     if tunnels:
-        parts.append(f"tunnel{'s' * (len(tunnels) > 1)} {', '.join(tunnels)} up as planned")
+        parts.append(f"tunnel{'s' * (len(tunnels) > 1)} {', '.join(tunnels)} configured and up")
     if answered:
         parts.append(", ".join(answered))
     if pre.retired_tunnels:

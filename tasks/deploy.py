@@ -229,11 +229,15 @@ def _require_safety(state: Any) -> None:
     folder = Path(state.current_deploy_filename or "deploy.py").resolve().parent
     started = "in how pyinfra was started; nothing was changed on any host"
     if not ssh.in_force(state):
+        there = (
+            f"cd {folder}, which holds deploy.py and config.py, and run pyinfra from there"
+            if (folder / "config.py").is_file()
+            else f"copy ownas's config.py beside deploy.py in {folder}, and run pyinfra there"
+        )
         _refuse(
             [
-                f"ownas's config.py was not read (pyinfra reads it from the current directory "
-                f"only), so nothing would stop a half-done run: cd {folder}, which holds "
-                "deploy.py and config.py, and run pyinfra from there"
+                "ownas's config.py was not read (pyinfra reads it from the current directory "
+                f"only), so nothing would stop a half-done run: {there}"
             ],
             started,
         )

@@ -16,7 +16,7 @@ from functools import cache, partial
 from importlib import resources
 from typing import Any
 
-from netaddr import AddrFormatError, IPAddress, IPNetwork
+from netaddr import INET_PTON, AddrFormatError, IPAddress, IPNetwork
 
 _ADDRESS = re.compile(r"^[0-9A-Fa-f:.]+$")
 _NETWORK = re.compile(r"^[0-9A-Fa-f:.]+/[0-9]{1,3}$")
@@ -188,6 +188,21 @@ def _address(value: Any) -> IPAddress:
     return address
 
 
+def router_id(value: Any) -> IPAddress:
+    """A BGP identifier: any non-zero 32-bit number, written as a dotted quad (RFC 6286; it
+    need not be an address, e.g. the ASN on a router without IPv4)."""
+    text = _text(value)
+    try:
+        identifier = IPAddress(text, 4, flags=INET_PTON)
+    except (AddrFormatError, ValueError):
+        raise ValueError(
+            f"{text!r} is not a router-id (a dotted quad, like 198.51.100.10)"
+        ) from None
+    if identifier.value == 0:
+        raise ValueError(f"{text!r} is not a router-id: BGP refuses 0.0.0.0 (RFC 6286)")
+    return identifier
+
+
 def special_ipv4(address: IPAddress) -> SpecialIPv4 | None:
     """The special-purpose range ``address`` is in, if it is IPv4 and not a public address."""
     if address.version != 4:
@@ -239,10 +254,10 @@ def _network(value: Any, *, strict: bool) -> IPNetwork:
         network = IPNetwork(text)
     except (AddrFormatError, ValueError):
         raise ValueError(f"{text!r} is not a valid network") from None
-    if network.ip != network.network:
-        _address(str(network.ip))  # an interface address must itself be usable
     if strict and network.ip != network.network:
         raise ValueError(f"{text!r} has host bits set (the network is {network.cidr})")
+    if not strict:
+        _address(str(network.ip))  # an interface address must itself be usable (also a /32)
     return network
 
 

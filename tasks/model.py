@@ -515,7 +515,7 @@ def _read_router(host: Any, problems: Problems, shared: Iterable[str]) -> Router
         name=name,
         wan=wan,
         loopback=f.required("loopback", fields.ipv6_interface),
-        router_id=f.optional("router_id", fields.ipv4_address, default_id),
+        router_id=f.optional("router_id", fields.router_id, default_id),
         securelevel=f.optional("securelevel", _securelevel),
         upstreams=tuple(sorted(upstreams, key=lambda u: str(u.name))),
         extra_bgp_peers=f.optional("extra_bgp_peers", fields.list_of(fields.any_address), ()),

@@ -270,7 +270,7 @@ def test_what_a_converged_host_proved_is_said_in_one_line(ref, plan_for):
     router01, vps01 = plan.host("router01"), plan.host("vps01")
     found = converged(plan, "router01")
     assert proven(plan, router01, Preflight(), evaluate(plan, router01, Preflight(), found)) == (
-        "tunnels gif0, gif1, gre0 up as planned; dcgw01 answers through gif1, ifog answers "
+        "tunnels gif0, gif1, gre0 configured and up; dcgw01 answers through gif1, ifog answers "
         "through gre0; 3 routes in place; pf rules loaded; BGP ifog, lagrange Established, "
         "advertising 2a06:9801:1c::/48"
     )
@@ -280,7 +280,7 @@ def test_what_a_converged_host_proved_is_said_in_one_line(ref, plan_for):
     assert [f.warning for f in warnings] == [True]
     assert "dcgw01" not in proven(plan, router01, Preflight(), warnings)
     assert proven(plan, vps01, Preflight(), []) == (
-        "tunnel gif0 up as planned; router01 answers through gif0 in FIB 1, also from "
+        "tunnel gif0 configured and up; router01 answers through gif0 in FIB 1, also from "
         "2a06:9801:1c:1000::1; 8 routes in place; pf rules loaded"
     )
     # What evaluate judges in maintenance: a drained session Established, a closed one down.
@@ -299,7 +299,7 @@ def test_what_a_converged_host_proved_is_said_in_one_line(ref, plan_for):
     ]
     plan = plan_for(ref)
     assert proven(plan, plan.host("router01"), Preflight(), []) == (
-        "tunnels gif1, gre0 up as planned; dcgw01 answers through gif1, ifog answers through "
+        "tunnels gif1, gre0 configured and up; dcgw01 answers through gif1, ifog answers through "
         "gre0; 2 routes in place; pf rules loaded; BGP ifog Established, advertising "
         "2a06:9801:1c::/48; ifog in graceful shutdown; lagrange shut down as asked"
     )

@@ -78,15 +78,20 @@ class Lab:
         change(world)
         world.save(self.world_path)
 
-    def deploy(self, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-        """Run `pyinfra inventory.py deploy.py ARGS`; return the result and the commands run."""
-        return self._run("deploy.py", *args)
+    def deploy(
+        self, *args: str, cwd: Path = ROOT
+    ) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+        """Run `pyinfra inventory.py deploy.py ARGS` in ``cwd``; return the result and the
+        commands run."""
+        return self._run("deploy.py", *args, cwd=cwd)
 
     def ownas(self, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         """Run `ownas ARGS -i inventory.py` against the world."""
         return self._run("--ownas", *args)
 
-    def _run(self, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    def _run(
+        self, *args: str, cwd: Path = ROOT
+    ) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         self.runs += 1
         inventory_dir = self.directory / f"run{self.runs}"
         data = {**self.ref, "inventory": {}}
@@ -108,7 +113,7 @@ class Lab:
                     else ["--", str(inventory), *args]
                 ),
             ],
-            cwd=ROOT,
+            cwd=cwd,
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"},
@@ -456,10 +461,10 @@ def test_a_deploy_ends_with_one_line_per_host_saying_it_converged(lab: Lab) -> N
     assert result.returncode == 0, result.stderr
     end = result.stderr.rstrip().splitlines()[-2:]
     assert [line.strip() for line in end] == [
-        "router01: converged (1 warning above): tunnels gif0, gif1, gre0 up as planned; ifog "
+        "router01: converged (1 warning above): tunnels gif0, gif1, gre0 configured and up; ifog "
         "answers through gre0; 3 routes in place; pf rules loaded; BGP ifog, lagrange "
         "Established, advertising 2a06:9801:1c::/48",
-        "vps01: converged: tunnel gif0 up as planned; router01 answers through gif0 in FIB 1, "
+        "vps01: converged: tunnel gif0 configured and up; router01 answers through gif0 in FIB 1, "
         "also from 2a06:9801:1c:1000::1; 8 routes in place; pf rules loaded",
     ]
     assert "(unmanaged dcgw01: is its side configured? see its settings.txt): no reply" in (
@@ -625,6 +630,22 @@ def test_a_downstream_alone_needs_its_router_to_run_its_side_already(lab: Lab) -
     assert result.returncode == 1
     assert "endpoints are 198.51.100.10 -> 203.0.113.10, planned 198.51.100.10 -> 203.0.113.99" in (
         result.stderr
+    )
+    assert actions(log) == []
+
+
+def test_a_folder_with_deploy_py_but_not_config_py_is_told_to_copy_it(
+    lab: Lab, tmp_path: Path
+) -> None:
+    folder = tmp_path / "operator"
+    folder.mkdir()
+    (folder / "deploy.py").write_text((ROOT / "deploy.py").read_text())
+    result, log = lab.deploy("-y", cwd=folder)
+    assert result.returncode == 1
+    assert (
+        "ownas's config.py was not read (pyinfra reads it from the current directory only), so "
+        f"nothing would stop a half-done run: copy ownas's config.py beside deploy.py in {folder}, "
+        "and run pyinfra there" in result.stderr
     )
     assert actions(log) == []
 

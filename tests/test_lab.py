@@ -258,7 +258,9 @@ def test_a_fresh_venv_with_the_wheel_deploys_from_a_folder_of_its_own(
     assert result.returncode == 0, output(result)
     end = [line.strip() for line in result.stderr.rstrip().splitlines()[-2:]]
     assert end[0].startswith("router01: converged") and "BGP ifog, lagrange Established" in end[0]
-    assert end[1].startswith("vps01: converged: tunnel gif0 up as planned; router01 answers"), end
+    assert end[1].startswith("vps01: converged: tunnel gif0 configured and up; router01 answers"), (
+        end
+    )
     assert files(lab) == hashes
 
 

@@ -785,10 +785,31 @@ def test_a_private_network_the_router_s_wan_shares_is_no_warning(ref, plan_for):
     ("address", "what"),
     [
         ("0.1.2.3", "in 'this network' (RFC 791)"),
-        ("240.0.0.1", "reserved (RFC 1112; with the limited broadcast address)"),
-        ("255.255.255.255", "reserved (RFC 1112; with the limited broadcast address)"),
+        ("240.0.0.1", "reserved (RFC 1112)"),
+        ("255.255.255.255", "the limited broadcast address (RFC 919)"),
     ],
 )
 def test_an_address_that_is_never_a_destination_is_refused(ref, problems_for, address, what):
     ref["all"]["unmanaged_downstreams"][0]["endpoint"] = address
     assert problems_for(ref) == [f"dcgw01.endpoint: {address!r} cannot be used here: it is {what}"]
+
+
+def test_an_interface_address_is_judged_whatever_its_prefix_length(ref, plan_for, problems_for):
+    # A /31's lower address and a /32 have no host bits set: still an address to be usable.
+    host(ref, "router01")["wan"].update(ipv4="0.0.0.0/31", ipv4_gateway="0.0.0.1")
+    host(ref, "router01")["extra_bgp_peers"] = []
+    assert "router01.wan.ipv4: '0.0.0.0' cannot be used here (unspecified, loopback or " in (
+        "\n".join(problems_for(ref))
+    )
+    host(ref, "router01")["wan"].update(ipv4="198.51.100.0/31", ipv4_gateway="198.51.100.1")
+    assert str(plan_for(ref).router.wan.ipv4) == "198.51.100.0/31"
+
+
+def test_a_router_id_is_any_non_zero_dotted_quad(ref, plan_for, problems_for):
+    # RFC 6286: a 32-bit number, not an address (the ASN as a dotted quad is common).
+    host(ref, "router01")["router_id"] = "0.3.18.19"
+    assert str(plan_for(ref).router.router_id) == "0.3.18.19"
+    host(ref, "router01")["router_id"] = "0.0.0.0"
+    assert problems_for(ref) == [
+        "router01.router_id: '0.0.0.0' is not a router-id: BGP refuses 0.0.0.0 (RFC 6286)"
+    ]
