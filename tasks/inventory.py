@@ -28,7 +28,7 @@ from tasks.model import InventoryError
 
 def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
     """Return pyinfra's ``Inventory`` for ``path``; ``InventoryError`` if it cannot be read."""
-    path = Path(path)
+    path, cwd = Path(path), str(cwd or os.getcwd())
     if not path.is_file():
         raise InventoryError([f"{path}: no such inventory file"])
     # pyinfra warns through its logger about variables it does not take as groups; that is
@@ -40,12 +40,12 @@ def load_inventory(path: str | Path, cwd: str | Path | None = None) -> Any:
     # (a long-lived process, such as the lab's tests, loads an inventory again after an edit).
     PYTHON_CODES.clear()
     # As pyinfra's command does: an inventory may import its own helpers from there.
-    if str(cwd or os.getcwd()) not in sys.path:
-        sys.path.append(str(cwd or os.getcwd()))
+    if cwd not in sys.path:
+        sys.path.append(cwd)
     try:
         # pyinfra executes inventory and group data files with a state in context.
         with ctx_state.use(State()):
-            return make_inventory(str(path), cwd=str(cwd or os.getcwd()))
+            return make_inventory(str(path), cwd=cwd)
     except UnexpectedExternalError as error:
         raise InventoryError([_cannot_load(error.exception, error.filename)]) from None
     except (CliError, SyntaxError, TypeError, ValueError) as error:
