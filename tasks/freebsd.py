@@ -137,10 +137,17 @@ UNAME = "uname -sr"
 LOGIN_SHELL = 'getent passwd "$(id -un)" | cut -d: -f7'
 SSH_CLIENT = 'echo "$SSH_CLIENT"'
 IFCONFIG = "ifconfig"
+
+
+def _vtysh_json(command: str) -> str:
+    """FRR's ``COMMAND json``; nothing when FRR does not run."""
+    return f"vtysh -c '{command} json' 2>/dev/null; true"
+
+
 # Reading commands never fail: a missing pf module or a stopped FRR reads as "nothing".
 PF_INFO = "pfctl -s info 2>/dev/null; true"
 PF_RULES = "pfctl -sr 2>/dev/null; true"
-BGP_NEIGHBORS = "vtysh -c 'show bgp neighbors json' 2>/dev/null; true"
+BGP_NEIGHBORS = _vtysh_json("show bgp neighbors")
 # The modules the running bgpd loaded (lib/libfrr.c, show modules): -M rpki shows bgpd_rpki.
 BGPD_MODULES = "vtysh -d bgpd -c 'show modules' 2>/dev/null; true"
 RPKI_MODULE = "bgpd_rpki"
@@ -154,7 +161,7 @@ RPKI_STATE = (
 )
 # Accepted routes FRR judges RPKI invalid (bgpd/bgp_route.c, bgp_show_type_rpki): none while
 # the inbound policy rejects them.
-RPKI_INVALID_ACCEPTED = "vtysh -c 'show bgp ipv6 unicast rpki invalid json' 2>/dev/null; true"
+RPKI_INVALID_ACCEPTED = _vtysh_json("show bgp ipv6 unicast rpki invalid")
 # The inbound policy applied again to what each upstream sent (Adj-RIB-In, kept by
 # soft-reconfiguration inbound; bgpd.c peer_clear_soft, bgp_soft_reconfig_in): no route
 # refresh, no session reset. FRR 10.3-10.5 lose re-validations when ROAs change (bgp_rpki.c:
@@ -241,11 +248,7 @@ def pf_file_rules(path: str) -> str:
 
 
 def advertised_routes(peer: object) -> str:
-    return f"vtysh -c 'show bgp ipv6 neighbors {peer} advertised-routes json' 2>/dev/null; true"
-
-
-def _vtysh_json(command: str) -> str:
-    return f"vtysh -c '{command} json' 2>/dev/null; true"
+    return _vtysh_json(f"show bgp ipv6 neighbors {peer} advertised-routes")
 
 
 def announced(peer: object) -> str:
