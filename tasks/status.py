@@ -57,10 +57,11 @@ def reads(plan: Plan, hp: HostPlan, verbose: bool = False) -> facts.Reads:
 
 @dataclass(frozen=True)
 class HostRead:
-    """One host as status read it: its answers, or why there are none."""
+    """One host as status read it: its answers to what was asked, or why there are none."""
 
     answers: dict[facts.Read, Any] | None
     error: str | None = None
+    asked: tuple[facts.Read, ...] = ()
 
 
 def read_hosts(inventory: Any, plan: Plan, verbose: bool = False) -> dict[str, HostRead]:
@@ -75,7 +76,7 @@ def read_hosts(inventory: Any, plan: Plan, verbose: bool = False) -> dict[str, H
     targets = {host_name(h): h for h in inventory if host_name(h) in plan.hosts}
 
     def read(name: str) -> HostRead:
-        target = targets[name]
+        target, asked = targets[name], reads(plan, plan.host(name), verbose)
         with ctx_state.use(state), ctx_host.use(target):
             try:
                 target.connect(reason="read only: ownas status", raise_exceptions=True)
@@ -86,7 +87,7 @@ def read_hosts(inventory: Any, plan: Plan, verbose: bool = False) -> dict[str, H
                     state,
                     target,
                     facts.HostState,
-                    kwargs={"reads": reads(plan, plan.host(name), verbose)},
+                    kwargs={"reads": asked},
                     apply_failed_hosts=False,
                 )
             except PyinfraError as error:
@@ -96,7 +97,7 @@ def read_hosts(inventory: Any, plan: Plan, verbose: bool = False) -> dict[str, H
                 why = "its state could not be read"
             finally:
                 target.disconnect()
-        return HostRead(answers or None, None if answers else why)
+        return HostRead(answers or None, None if answers else why, asked)
 
     jobs = {name: state.pool.spawn(read, name) for name in targets}
     gevent.joinall(list(jobs.values()))
@@ -133,8 +134,7 @@ def build(plan: Plan, found: dict[str, HostRead], verbose: bool = False) -> dict
         )
         if got.answers is None:
             continue
-        asked = reads(plan, hp, verbose)
-        snapshot = checks.found_in(got.answers, asked)
+        snapshot = checks.found_in(got.answers, got.asked)
         # What an earlier deploy made and this plan retires must be gone (a retired host, or a
         # downstream the router no longer has): ownas's own netif fragment says what it made.
         made = facts.answer(got.answers, FileContents, path=freebsd.NETIF_CONF)
@@ -151,10 +151,15 @@ def build(plan: Plan, found: dict[str, HostRead], verbose: bool = False) -> dict
         _host_sections(report, hp, snapshot, got.answers)
         if hp.role == "router":
             _router_sections(report, plan, snapshot, got.answers, verbose)
-    report["converged"] = not any(not f["warning"] for f in report["findings"]) and all(
-        h["reached"] for h in report["hosts"] if h["role"] != "retired"
-    )
+    problems = any(not f["warning"] for f in report["findings"])
+    report["converged"] = not problems and not unreached(report)
     return report
+
+
+def unreached(report: dict[str, Any]) -> list[str]:
+    """The hosts the report could not read; a retired one out of reach is no failure: nothing
+    depends on it any more."""
+    return [h["name"] for h in report["hosts"] if not h["reached"] and h["role"] != "retired"]
 
 
 def _host_sections(
@@ -178,12 +183,7 @@ def _host_sections(
         {
             "host": hp.name,
             "enabled": snapshot["pf_status"] == "Enabled",
-            "in_sync": not facts.pf_problems(
-                snapshot["pf_status"],
-                snapshot["pf_pending"],
-                snapshot["pf_rules"],
-                snapshot["pf_file_rules"],
-            ),
+            "in_sync": not checks.pf_findings(hp.name, snapshot),
             "states": facts.answer(answers, facts.PfStates),
         }
     )
@@ -265,8 +265,7 @@ def _router_sections(
 
 
 def exit_status(report: dict[str, Any]) -> int:
-    """A retired host out of reach is no failure: nothing depends on it any more."""
-    if not all(h["reached"] for h in report["hosts"] if h["role"] != "retired"):
+    if unreached(report):
         return UNREACHABLE
     return CONVERGED if report["converged"] else NOT_CONVERGED
 
@@ -422,9 +421,8 @@ def _listed(found: int | list[str]) -> str:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    unreached = [h["name"] for h in report["hosts"] if not h["reached"] and h["role"] != "retired"]
-    if unreached:
-        return f"not reached: {', '.join(unreached)}"
+    if unreached(report):
+        return f"not reached: {', '.join(unreached(report))}"
     problems = sum(not f["warning"] for f in report["findings"])
     warnings = len(report["findings"]) - problems
     if report["converged"]:
