@@ -164,9 +164,11 @@ def _compute(state: Any) -> Run:
             for line in preflights[name].problems:
                 logger.warning(f"{line} (retired: left as it is this run)")
     for name, verdict in preflights.items():
-        for note in verdict.notes:
-            if name not in skipped or "restored itself" in note:
-                logger.warning(note)
+        # A retired host left as it is says only what happened to it before: its restore,
+        # always the first note.
+        shown = verdict.notes[: 1 if verdict.restored else 0] if name in skipped else verdict.notes
+        for note in shown:
+            logger.warning(note)
     problems = [
         line
         for name, verdict in preflights.items()

@@ -212,9 +212,6 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
     old_loopback = old_netif.get("ifconfig_lo0_alias0", "").split()
     loopback = old_loopback[1] if len(old_loopback) > 1 else None
 
-    if hp.role == "retired":
-        notes.append(_retiring(name, retired_tunnels, loopback, found["routing"]))
-
     old_routing = assignments(found["routing"])
     planned_routes = {(r.destination, r.fib) for r in hp.routes}
     retired_routes = []
@@ -222,6 +219,8 @@ def evaluate(plan: Plan, hp: HostPlan, files: dict[str, str], found: dict[str, A
         args = old_routing.get("ipv6_route_" + entry.split(":")[0])
         if args and _route_destination(args) not in planned_routes:
             retired_routes.append(_route_destination(args))
+    if hp.role == "retired":
+        notes.append(_retiring(name, retired_tunnels, loopback, len(retired_routes)))
 
     return Preflight(
         problems=tuple(problems),
@@ -265,9 +264,8 @@ def _uplink_lines_dropped(hp: HostPlan, routing: Any, local: Any) -> list[str]:
     ]
 
 
-def _retiring(name: str, tunnels: tuple[str, ...], loopback: str | None, routing: Any) -> str:
+def _retiring(name: str, tunnels: tuple[str, ...], loopback: str | None, routes: int) -> str:
     """What retiring ``name`` removes, as an earlier deploy left it (ownas's fragments)."""
-    routes = len(_words(assignments(routing).get("ipv6_static_routes", ""), "ipv6_static_routes"))
     removed = [f"tunnel {t}" for t in tunnels]
     removed += [f"lo0 address {loopback}"] if loopback else []
     removed += [f"{routes} static route{'s' * (routes != 1)}"] if routes else []
