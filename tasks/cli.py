@@ -184,11 +184,6 @@ def cmd_lab(args: argparse.Namespace) -> int:
                 f"then deploy:  pyinfra {inventory} deploy.py -y"
             )
         elif args.action == "status":
-            if not lab.state_path.exists():
-                raise LabError(
-                    f"no lab in {lab.dir} (no lab.json): `ownas lab up --dir {lab.dir} "
-                    f"--prefix {lab.prefix}` first"
-                )
             return _print_report(args, status.gather(lab, args.verbose), status.text)
         elif not lab.state_path.exists():
             print(f"lab down: no lab in {lab.dir} (no lab.json); nothing removed")

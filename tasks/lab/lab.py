@@ -125,7 +125,8 @@ class Lab:
     def state(self) -> dict[str, Any]:
         if not self.state_path.exists():
             raise LabError(
-                f"no lab in {self.dir} (run `ownas lab up --dir {self.dir} --prefix {self.prefix}`)"
+                f"no lab in {self.dir} (no lab.json): `ownas lab up --dir {self.dir} "
+                f"--prefix {self.prefix}` first"
             )
         return json.loads(self.state_path.read_text())
 

@@ -63,10 +63,10 @@ def gather(lab: Lab, verbose: bool = False) -> dict[str, Any]:
     """``ownas status``'s report, read through the lab's inventory over SSH as for real hosts,
     with the lab's own view beside it under ``lab``: each upstream's side of its session and
     what it receives (BIRD), what stands in for each RTR cache, and each tunnel's link."""
+    state = lab.state()  # first: without a lab there is no inventory of it to read
     inventory = load_inventory(lab.inventory)
     plan = load(inventory)
     found = network_status.build(plan, network_status.read_hosts(inventory, plan, verbose), verbose)
-    state = lab.state()
     topology = state["topology"]
     router = topology["router"]
     upstreams = []
