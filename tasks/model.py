@@ -617,7 +617,7 @@ def _read_downstream(
             jails=lan_fields.optional("jails", fields.one_of(JAIL_STYLES), "vnet"),
         )
     default_loopback = delegate.network + 1 if delegate is not None else None
-    gateway = f.optional("wan_ipv6_gateway", _wan_ipv6_gateway)
+    ipv6 = _read_ipv6_uplink(f)
     raw_services = f.optional("services", _list_of_mappings, ())
     return Downstream(
         **common,
@@ -627,8 +627,7 @@ def _read_downstream(
         lan=lan,
         loopback=f.optional("loopback", fields.ipv6_address, default_loopback),
         securelevel=f.optional("securelevel", _securelevel),
-        wan_ipv6_gateway=gateway if gateway != RA else None,
-        wan_ipv6_ra=gateway == RA,
+        **ipv6,
         services=tuple(
             service
             for i, raw in enumerate(raw_services)
@@ -636,6 +635,12 @@ def _read_downstream(
         ),
         may_close=f.optional("may_close", fields.list_of(fields.port_of_proto), ()),
     )
+
+
+def _read_ipv6_uplink(f: Fields) -> dict[str, Any]:
+    """``wan_ipv6_gateway`` as the model keeps it: a gateway, or router advertisements."""
+    gateway = f.optional("wan_ipv6_gateway", _wan_ipv6_gateway)
+    return {"wan_ipv6_gateway": gateway if gateway != RA else None, "wan_ipv6_ra": gateway == RA}
 
 
 def _wan_ipv6_gateway(value: Any) -> IPAddress | str:
@@ -746,16 +751,11 @@ def _read_retired(host: Any, problems: Problems) -> Retired:
     _name_ok(name, problems)
     uplink = ("wan_interface", "wan_ipv6_gateway")
     f = Fields(host.data.dict(), name, problems, uplink, strict=False)
-    gateway = f.optional("wan_ipv6_gateway", _wan_ipv6_gateway)
+    ipv6 = _read_ipv6_uplink(f)
     interface = f.optional("wan_interface", fields.interface)
-    if gateway is not None and interface is None:
+    if (ipv6["wan_ipv6_gateway"] or ipv6["wan_ipv6_ra"]) and interface is None:
         problems.add(f"{name}.wan_ipv6_gateway", "needs wan_interface (the uplink it is on)")
-    return Retired(
-        name=name,
-        wan_interface=interface,
-        wan_ipv6_gateway=gateway if gateway != RA else None,
-        wan_ipv6_ra=gateway == RA,
-    )
+    return Retired(name=name, wan_interface=interface, **ipv6)
 
 
 def _name_ok(value: str, problems: Problems) -> bool:

@@ -295,12 +295,19 @@ def _downstream_plan(network: Network, downstream: Downstream) -> HostPlan:
         # The jails' private IPv4 is forwarded to be NATed.
         forwarding=("ipv6", "ipv4") if downstream.lan and downstream.lan.nat else ("ipv6",),
         fib_routes=fib_base_routes(fib + 1),
-        ipv6_uplink=downstream.wan_interface
-        if downstream.wan_ipv6_gateway or downstream.wan_ipv6_ra
-        else None,
-        ipv6_gateway=downstream.wan_ipv6_gateway,
-        keep_ra=downstream.wan_ipv6_ra,
+        **_ipv6_uplink(downstream),
     )
+
+
+def _ipv6_uplink(host: Downstream | Retired) -> dict[str, Any]:
+    """Where a downstream's IPv6 default route (FIB 0) comes from, as the checks expect it: its
+    gateway on the uplink, or the uplink's router advertisements (kept under forwarding)."""
+    managed = host.wan_ipv6_gateway is not None or host.wan_ipv6_ra
+    return {
+        "ipv6_uplink": host.wan_interface if managed else None,
+        "ipv6_gateway": host.wan_ipv6_gateway,
+        "keep_ra": host.wan_ipv6_ra,
+    }
 
 
 # rc.d/routing's static_inet6 adds these to each FIB (0 to net.fibs-1) at boot: the loopback
@@ -343,11 +350,7 @@ def _retired_plan(retired: Retired) -> HostPlan:
         fibs=1,
         modules=_modules([]),
         forwarding=(),
-        ipv6_uplink=retired.wan_interface
-        if retired.wan_ipv6_gateway or retired.wan_ipv6_ra
-        else None,
-        ipv6_gateway=retired.wan_ipv6_gateway,
-        keep_ra=retired.wan_ipv6_ra,
+        **_ipv6_uplink(retired),
     )
 
 
